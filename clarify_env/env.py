@@ -1,0 +1,268 @@
+"""The clarification dialogue as a Gymnasium environment.
+
+Actions are the assistant's messages (text in the protocol of ``clarify_env.protocol``).
+Observations are what the assistant sees: the system prompt (protocol, prices, context),
+the dialogue so far, the prices as numbers and the number of questions asked. The user
+simulator is an injected agent (default: the scripted user).
+
+``step`` is ``begin_step`` + the user simulator's turn + ``finish_step``; a rollout engine
+that batches user turns across environments calls the two halves itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from clarify_env.costs import Costs, CostSampler, make_cost_sampler
+from clarify_env.dialogue import UserRequest
+from clarify_env.prompt import system_prompt
+from clarify_env.protocol import Action, Move, ProtocolError, parse_action
+from clarify_env.reward import RewardComponents, compute_reward, count_words
+from clarify_env.sources import TaskSource, make_source
+from clarify_env.spaces import FreeText
+from clarify_env.tasks import Task
+
+MAX_TEXT = 16_384
+MAX_MESSAGES = 64
+
+StepResult = tuple[dict[str, Any], float, bool, bool, dict[str, Any]]
+
+
+class ClarifyEnv(gym.Env):
+    """One dialogue per episode between an assistant (the agent acting) and a user simulator.
+
+    Args:
+        source: a ``TaskSource`` or a spec for ``make_source`` (e.g. ``"synthetic"``).
+        costs: a cost sampler or a spec for ``make_cost_sampler`` (e.g. ``{"question": 0.2,
+            "word": 0.01}`` or ``"default:train"``).
+        user: the user simulator agent (``act(UserRequest) -> str``); default scripted user.
+        max_questions: clarifying questions allowed; one more truncates the episode with
+            accuracy 0.
+        protocol_error_penalty: subtracted from the reward when a message does not parse
+            (the episode then ends with accuracy 0).
+        accuracy_metric: ``"f1"`` (token F1) or ``"em"`` (exact match).
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(
+        self,
+        source: TaskSource | str | Mapping[str, Any] = "synthetic",
+        costs: CostSampler | Costs | str | Mapping[str, Any] = "default:train",
+        user: Any | None = None,
+        max_questions: int = 1,
+        protocol_error_penalty: float = 0.1,
+        accuracy_metric: str = "f1",
+        render_mode: str | None = None,
+    ) -> None:
+        if max_questions < 0:
+            raise ValueError(f"max_questions must be >= 0, got {max_questions}")
+        if accuracy_metric not in ("f1", "em"):
+            raise ValueError(f"accuracy_metric must be 'f1' or 'em', got {accuracy_metric!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.source = make_source(source)
+        self.cost_sampler = make_cost_sampler(costs)
+        if user is None:
+            from agents.scripted_user import ScriptedUser  # the default counterpart
+
+            user = ScriptedUser()
+        self.user = user
+        self.max_questions = max_questions
+        self.protocol_error_penalty = protocol_error_penalty
+        self.accuracy_metric = accuracy_metric
+        self.render_mode = render_mode
+
+        text = FreeText(MAX_TEXT)
+        self.action_space = text
+        self.observation_space = spaces.Dict(
+            {
+                "system": text,
+                "query": text,
+                "context": text,
+                "messages": spaces.Sequence(
+                    spaces.Dict({"role": FreeText(16), "content": text}), stack=False
+                ),
+                "costs": spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32),
+                "questions_asked": spaces.Discrete(max_questions + 2),
+            }
+        )
+        self.task: Task | None = None
+        self.costs: Costs | None = None
+        self.interpretation_index = 0
+        self.messages: list[dict[str, str]] = []
+        self.questions = 0
+        self.done = True
+        self._pending: tuple[str, Any] | None = None
+
+    # --- Gymnasium API -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start a dialogue. ``options`` may pin ``task`` (Task or dict), ``costs`` (Costs or
+        ``{"question", "word"}``) and ``interpretation`` (index of the user's meaning)."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"task", "costs", "interpretation"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; use task, costs, interpretation")
+        task = options.get("task")
+        if task is None:
+            task = self.source.sample(self.np_random)
+        elif isinstance(task, Mapping):
+            task = Task.from_dict(task)
+        costs = options.get("costs")
+        if costs is None:
+            costs = self.cost_sampler.sample(self.np_random)
+        elif not isinstance(costs, Costs):
+            costs = make_cost_sampler(costs).sample(self.np_random)
+        index = options.get("interpretation")
+        if index is None:
+            priors = task.priors
+            index = int(self.np_random.choice(len(priors), p=priors)) if len(priors) > 1 else 0
+        elif not 0 <= int(index) < len(task.interpretations):
+            raise ValueError(f"interpretation {index} out of range for task {task.id} with {len(task.interpretations)}")
+        self.task, self.costs, self.interpretation_index = task, costs, int(index)
+        self.messages = [{"role": "user", "content": task.query}]
+        self.questions = 0
+        self.done = False
+        self._pending = None
+        self._system = system_prompt(costs, task.context, self.max_questions)
+        return self._observation(), self._info()
+
+    def step(self, action: str) -> StepResult:
+        request = self.begin_step(action)
+        reply = None if request is None else self.user.act(request)
+        return self.finish_step(reply)
+
+    def render(self) -> str | None:
+        text = self.transcript_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    # --- the two halves of step ------------------------------------------------------------
+    def begin_step(self, action: str) -> UserRequest | None:
+        """Record the assistant's message; return the user turn it needs (None if none)."""
+        if self.done or self.task is None:
+            raise RuntimeError("episode is over: call reset() before step()")
+        if self._pending is not None:
+            raise RuntimeError("begin_step() called twice without finish_step()")
+        self.messages.append({"role": "assistant", "content": action if isinstance(action, str) else repr(action)})
+        parsed = parse_action(action)
+        if isinstance(parsed, ProtocolError):
+            self._pending = ("protocol_error", parsed)
+            return None
+        if parsed.move is Move.CLARIFY:
+            self.questions += 1
+            if self.questions > self.max_questions:
+                self._pending = ("truncated", parsed)
+                return None
+            self._pending = ("clarify", parsed)
+        else:
+            self._pending = ("final", parsed)
+        kind = "clarify" if parsed.move is Move.CLARIFY else "extract"
+        return UserRequest(kind, self.task, self.interpretation_index, tuple(self.messages), parsed)
+
+    def finish_step(self, user_reply: str | None) -> StepResult:
+        """Apply the user's reply (None when ``begin_step`` asked for none) and score."""
+        if self._pending is None:
+            raise RuntimeError("finish_step() called without begin_step()")
+        outcome, action = self._pending
+        self._pending = None
+        if outcome == "clarify":
+            if not isinstance(user_reply, str):
+                raise TypeError(f"the user simulator must return a str reply, got {type(user_reply).__name__}")
+            self.messages.append({"role": "user", "content": user_reply})
+            return self._observation(), 0.0, False, False, self._info(move=Move.CLARIFY)
+        self.done = True
+        if outcome == "final":
+            if not isinstance(user_reply, str):
+                raise TypeError(f"the user simulator must return the extracted answer as a str, got {type(user_reply).__name__}")
+            words = count_words(action.text)
+            components = self._score(user_reply, words, 0.0)
+            info = self._info(move=action.move, components=components, outcome="answered", extracted=user_reply)
+            info["expected_reward"] = self._expected_reward(action, words, components.reward)
+            return self._observation(), components.reward, True, False, info
+        if outcome == "truncated":
+            components = self._score(None, 0, 0.0)
+            info = self._info(move=Move.CLARIFY, components=components, outcome="truncated")
+            info["expected_reward"] = components.reward
+            return self._observation(), components.reward, False, True, info
+        components = self._score(None, 0, self.protocol_error_penalty)
+        info = self._info(components=components, outcome="protocol_error", error=action.reason)
+        info["expected_reward"] = components.reward
+        return self._observation(), components.reward, True, False, info
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _expected_reward(self, action: Action, words: int, realised: float) -> float:
+        """The reward averaged over the user's possible meanings, where that is exact.
+
+        A final response given before any clarification can be scored against every
+        meaning when the user's extraction is deterministic (``user.extract_for``, as the
+        scripted user has); this removes the luck of a guess from ReST's filter. Otherwise
+        (after a clarification, or with an LLM user) it is the realised reward.
+        """
+        extract_for = getattr(self.user, "extract_for", None)
+        if self.questions or extract_for is None:
+            return realised
+        total = 0.0
+        for index, (interp, prior) in enumerate(zip(self.task.interpretations, self.task.priors)):
+            extracted = extract_for(self.task, index, action)
+            total += prior * compute_reward(
+                extracted, interp.answers, self.costs, 0, words, 0.0, self.accuracy_metric
+            ).reward
+        return total
+
+    def _score(self, extracted: str | None, words: int, penalty: float) -> RewardComponents:
+        golds = self.task.interpretations[self.interpretation_index].answers
+        return compute_reward(extracted, golds, self.costs, self.questions, words, penalty, self.accuracy_metric)
+
+    def _observation(self) -> dict[str, Any]:
+        return {
+            "system": self._system,
+            "query": self.task.query,
+            "context": self.task.context or "",
+            "messages": tuple(dict(m) for m in self.messages),
+            "costs": self.costs.as_array(),
+            "questions_asked": min(self.questions, self.max_questions + 1),
+        }
+
+    def _info(
+        self,
+        move: Move | None = None,
+        components: RewardComponents | None = None,
+        outcome: str | None = None,
+        extracted: str | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "task_id": self.task.id,
+            "costs": self.costs.to_dict(),
+            "questions_asked": self.questions,
+            "transcript": [dict(m) for m in self.messages],
+            "move": move.value if move is not None else None,
+            "protocol_error": error,
+        }
+        if components is not None:  # the episode is over: reveal the hidden intent
+            interp = self.task.interpretations[self.interpretation_index]
+            info.update(
+                reward_components=components.to_dict(),
+                outcome=outcome,
+                interpretation=self.interpretation_index,
+                intended_question=interp.question,
+                gold_answers=list(interp.answers),
+                extracted_answer=extracted,
+            )
+        return info
+
+    def transcript_text(self) -> str:
+        """The dialogue as plain text, with the prices."""
+        if self.task is None:
+            return ""
+        lines = [self.costs.describe()]
+        lines += [f"{m['role'].upper():>9}: {m['content']}" for m in self.messages]
+        return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""ClarifyingQA tasks: human clarifying questions and clarifications over vague questions.
+
+The CSV has columns ``id, vagueQuestion, clearQuestion, clarifyingQuestion,
+clarification, answers`` (answers separated by ';'). Rows sharing an ``id`` form one task
+(first-seen order); each row is one interpretation whose facet is the user's
+clarification. When two rows of a task have the same clarification, each of them gets
+the words its clear question adds, in parentheses, so that facets stay distinct (merging
+would lose that the rows have different answers).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from clarify_env.context import render_context
+from clarify_env.matching import content_terms
+from clarify_env.sources.ambigqa import check_mode, one_line, question_delta
+from clarify_env.sources.base import ListSource
+from clarify_env.sources.errors import TaskFormatError
+from clarify_env.tasks import Interpretation, Task
+
+COLUMNS = ("id", "vagueQuestion", "clearQuestion", "clarifyingQuestion", "clarification", "answers")
+
+Row = dict[str, str]
+
+
+def load_clarifyingqa(path: str | Path, mode: str = "open") -> ListSource:
+    """Tasks from a ClarifyingQA CSV file, one per distinct ``id``.
+
+    Interpretations get uniform priors; ``metadata`` holds the human
+    ``clarifying_question`` and its ``dimension_words`` (its content terms that the vague
+    question lacks). ``mode="open"`` renders the context, ``"closed"`` leaves it ``None``.
+    """
+    check_mode(mode)
+    path = Path(path)
+    groups: dict[str, list[Row]] = {}
+    for row in _rows(path):
+        groups.setdefault(row["id"], []).append(row)
+    if not groups:
+        raise TaskFormatError(path, "holds a header but no rows")
+    return ListSource([_task(task_id, rows, mode) for task_id, rows in groups.items()], name="clarifyingqa")
+
+
+def _rows(path: Path) -> list[Row]:
+    """The file's rows, whitespace-normalised, with every required field non-empty."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise TaskFormatError(path, "is empty (no header row)")
+        for column in COLUMNS:
+            if column not in reader.fieldnames:
+                raise TaskFormatError(path, f"missing column (header has: {', '.join(reader.fieldnames)})", field=column)
+        rows = []
+        for raw in reader:
+            row = {c: one_line(raw[c] or "") for c in COLUMNS}
+            for column in COLUMNS:
+                if not row[column]:
+                    raise TaskFormatError(path, "is empty", reader.line_num, column)
+            if not _answers(row):
+                raise TaskFormatError(path, "holds no answer between the ';' separators", reader.line_num, "answers")
+            rows.append(row)
+    return rows
+
+
+def _answers(row: Row) -> tuple[str, ...]:
+    return tuple(a for a in (part.strip() for part in row["answers"].split(";")) if a)
+
+
+def _facets(rows: list[Row]) -> list[str]:
+    """Clarifications, with repeated ones told apart by their clear questions."""
+    facets = [row["clarification"] for row in rows]
+    keys = [facet.lower() for facet in facets]
+    query = rows[0]["vagueQuestion"]
+    return [
+        f"{facet} ({question_delta(query, row['clearQuestion']) or row['clearQuestion']})"
+        if keys.count(key) > 1 else facet
+        for facet, key, row in zip(facets, keys, rows)
+    ]
+
+
+def _task(task_id: str, rows: list[Row], mode: str) -> Task:
+    query = rows[0]["vagueQuestion"]
+    clarifying = rows[0]["clarifyingQuestion"]
+    interps = tuple(
+        Interpretation(row["clearQuestion"], _answers(row), 1.0, facet)
+        for row, facet in zip(rows, _facets(rows))
+    )
+    return Task(
+        id=task_id,
+        query=query,
+        interpretations=interps,
+        context=render_context(interps) if mode == "open" else None,
+        metadata={
+            "clarifying_question": clarifying,
+            "dimension_words": sorted(content_terms(clarifying) - content_terms(query)),
+        },
+    )

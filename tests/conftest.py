@@ -1,0 +1,18 @@
+import pytest
+
+from clarify_env.context import render_context
+from clarify_env.tasks import Interpretation, Task
+
+
+@pytest.fixture
+def beast_task() -> Task:
+    """The mission's example: two TV shows, the 1987 one more often meant."""
+    interps = (
+        Interpretation("Who played the Beast in the 1987 TV series?", ("Ron Perlman", "Perlman"), 70, "1987 series"),
+        Interpretation("Who played the Beast in the 2012 TV series?", ("Jay Ryan",), 30, "2012 series"),
+    )
+    return Task(
+        id="beast", query="Who played the Beast in the Beauty and the Beast TV show?",
+        interpretations=interps, context=render_context(interps), dimension="year",
+        metadata={"dimension_words": ["year", "version", "series"]},
+    )

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
+from clarify_env import ClarifyEnv, Costs, Move
+from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
+
+
+def values(task, q, w):
+    return move_values(task_meanings(task), Costs(q, w), task.query)
+
+
+def test_move_values_match_hand_computation(beast_task):
+    v = values(beast_task, 0.2, 0.01)
+    assert v[Move.ANSWER].expected_reward == pytest.approx(0.7 - 0.02)
+    assert v[Move.CLARIFY].expected_reward == pytest.approx(1 - 0.2 - 0.02)
+    assert v[Move.MULTI].expected_reward == pytest.approx(1 - 0.08)
+
+
+@pytest.mark.parametrize("word", [0.0, 0.01, 0.03])
+def test_clarify_wins_below_the_question_price_threshold(beast_task, word):
+    # CLARIFY beats MULTI iff alpha < 6*beta and beats ANSWER iff alpha < 0.3 (priors .7/.3)
+    threshold = min(6 * word, 0.3)
+    if threshold > 0:
+        assert oracle_value(beast_task, Costs(threshold - 0.01, word)).move is Move.CLARIFY
+    assert oracle_value(beast_task, Costs(threshold + 0.01, word)).move is not Move.CLARIFY
+
+
+def test_multi_wins_when_words_are_cheap_and_answer_when_dear(beast_task):
+    # MULTI - ANSWER = 0.3 - 6*beta
+    assert oracle_value(beast_task, Costs(0.5, 0.049)).move is Move.MULTI
+    assert oracle_value(beast_task, Costs(0.5, 0.051)).move is Move.ANSWER
+
+
+def test_no_clarify_when_questions_are_not_allowed(beast_task):
+    assert Move.CLARIFY not in move_values(task_meanings(beast_task), Costs(0, 0.05), max_questions=0)
+
+
+def test_context_meanings_equal_task_meanings_on_synthetic_tasks():
+    env = ClarifyEnv(source="synthetic")
+    for seed in range(300):
+        env.reset(seed=seed)
+        t, c = task_meanings(env.task), context_meanings(env.task.context)
+        assert [(m.facet, m.answer) for m in t] == [(m.facet, m.answer) for m in c]
+        assert np.allclose([m.prior for m in t], [m.prior for m in c])
+
+
+def exact_mean_reward(env, policy, task, costs):
+    """Expected reward of a deterministic policy: the prior-weighted reward over meanings."""
+    total = 0.0
+    for index, prior in enumerate(task.priors):
+        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+            done = terminated or truncated
+        total += prior * reward
+    return total, info
+
+
+def test_oracle_policy_realises_the_oracle_value_exactly():
+    env = ClarifyEnv(source="synthetic")
+    policy = OraclePolicy()
+    rng = np.random.default_rng(0)
+    for seed in range(300):
+        env.reset(seed=seed)
+        task = env.task
+        costs = Costs(round(float(rng.uniform(0, 0.6)), 3), round(float(rng.uniform(0, 0.06)), 4))
+        realised, _ = exact_mean_reward(env, policy, task, costs)
+        assert realised == pytest.approx(oracle_value(task, costs).expected_reward, abs=1e-6), task.id
+
+
+def test_scripted_user_and_oracle_reach_full_accuracy_on_clarify_moves():
+    env = ClarifyEnv(source="synthetic", costs={"question": 0.0, "word": 0.05})
+    policy = AlwaysClarify()
+    for seed in range(1000):
+        obs, _ = env.reset(seed=seed)
+        obs, *_ = env.step(policy.act(obs))
+        _, _, terminated, _, info = env.step(policy.act(obs))
+        assert terminated and info["reward_components"]["accuracy"] == 1.0, env.task.id
+    env = ClarifyEnv(source="synthetic", costs={"question": 0.01, "word": 0.05})
+    clarified = 0
+    for seed in range(1000):
+        obs, _ = env.reset(seed=seed)
+        first = OraclePolicy().act(obs)
+        obs, *rest = env.step(first)
+        if first.startswith("CLARIFY"):
+            clarified += 1
+            _, _, _, _, info = env.step(OraclePolicy().act(obs))
+            assert info["reward_components"]["accuracy"] == 1.0
+    assert clarified > 300
+
+
+@pytest.mark.parametrize("q, w", [(0.0, 0.0), (0.1, 0.005), (0.3, 0.02), (0.6, 0.05), (1.0, 0.1)])
+def test_oracle_beats_every_fixed_baseline_in_expectation(q, w):
+    env = ClarifyEnv(source="synthetic")
+    costs = Costs(q, w)
+    policies = [AlwaysAnswer(), AlwaysMulti(), AlwaysClarify()]
+    means = np.zeros(len(policies) + 1)
+    for seed in range(150):
+        env.reset(seed=seed)
+        task = env.task
+        means[0] += exact_mean_reward(env, OraclePolicy(), task, costs)[0]
+        for k, p in enumerate(policies, 1):
+            means[k] += exact_mean_reward(env, p, task, costs)[0]
+    assert means[0] >= means[1:].max() - 1e-9
+
+
+def test_baselines_play_their_move_whatever_the_prices(beast_task):
+    env = ClarifyEnv()
+    for costs in [Costs(0, 0), Costs(1, 0.1)]:
+        obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": costs})
+        assert AlwaysAnswer().act(obs) == "ANSWER: Ron Perlman"
+        assert AlwaysMulti().act(obs).startswith("MULTI:")
+        assert AlwaysClarify().act(obs).startswith("CLARIFY:")
+
+
+def test_random_mixture_is_seeded_and_respects_weights(beast_task):
+    env = ClarifyEnv()
+    obs, _ = env.reset(seed=0, options={"task": beast_task})
+    p1, p2 = RandomMixture(seed=3), RandomMixture(seed=3)
+    assert [p1.act(obs) for _ in range(30)] == [p2.act(obs) for _ in range(30)]
+    only = RandomMixture({"MULTI": 1.0, "ANSWER": 0.0}, seed=0)
+    assert all(only.act(obs).startswith("MULTI") for _ in range(20))
+    with pytest.raises(ValueError, match="weights"):
+        RandomMixture({"GUESS": 1.0})
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("always_guess")

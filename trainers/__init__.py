@@ -1,0 +1,1 @@
+"""Self-play rollouts, ReST, SFT, evaluation, logging and the ``clarify`` CLI."""

@@ -1,0 +1,41 @@
+"""The ``clarify`` command line: each sub-command lives in its own module, which defines
+``add_cli(subparsers)`` registering its parser with ``func`` set to a handler returning
+an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+COMMAND_MODULES = [
+    "trainers.play",
+    "trainers.fetch_cli",
+    "trainers.sft",
+    "trainers.evaluate",
+    "trainers.rollout_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clarify", description="Train and benchmark assistants that ask, enumerate or answer at a price."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

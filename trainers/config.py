@@ -1,0 +1,268 @@
+"""Typed run configs: YAML files plus ``key.sub=value`` overrides, validated strictly.
+
+Every section is a dataclass with documented defaults. An unknown key or a value of the
+wrong type is a ``ConfigError`` naming the dotted key (and the file). The resolved config
+is saved in every run directory (``save_config``) and reloads to the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    """Which model generates, and on what."""
+
+    name: str = "tiny"  # "tiny" (built by the model factory), "smollm2-135m-instruct", a local path or a hub id
+    adapter: str | None = None  # a peft adapter directory applied on top
+    backend: Literal["transformers", "vllm"] = "transformers"
+    device: str = "auto"  # transformers: "cpu", "cuda", "auto"
+    dtype: str = "auto"
+    batch_size: int = 64  # transformers: prompts per generate call
+    vllm: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding settings; temperature 0 is greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+
+
+@dataclass
+class EnvConfig:
+    """The environment: tasks, prices, limits."""
+
+    source: Any = "synthetic"  # see clarify_env.sources.make_source
+    costs: Any = "default:train"  # see clarify_env.costs.make_cost_sampler
+    max_questions: int = 1
+    protocol_error_penalty: float = 0.1
+    accuracy_metric: Literal["f1", "em"] = "f1"
+
+
+@dataclass
+class AssistantConfig:
+    """How the LLM assistant is prompted."""
+
+    prompt_style: Literal["full", "compact"] = "full"  # "compact" suits tiny models
+    few_shot: int = 0  # worked examples prepended to the system prompt
+
+
+@dataclass
+class UserConfig:
+    """The user simulator."""
+
+    kind: Literal["scripted", "llm"] = "scripted"
+    model: str | None = None  # LLM user's model; None = the assistant's model (self-play)
+    temperature: float = 0.0
+    max_new_tokens: int = 32
+
+
+@dataclass
+class RolloutConfig:
+    """The batched self-play engine."""
+
+    num_envs: int = 64  # environments played in lockstep
+    samples_per_group: int = 4  # episodes per (task, prices) group
+    episodes: int = 256
+
+
+@dataclass
+class SFTConfig:
+    """The improve step: next-token loss on the assistant's own turns (``trainers.sft``)."""
+
+    lora: bool = True  # false: full fine-tuning (for tiny models)
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"  # peft LoRA target modules
+    learning_rate: float = 2e-4
+    epochs: int = 1
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 8  # examples per process per micro-step
+    grad_accumulation: int = 1  # micro-steps per optimizer step
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03  # share of the steps with a linear learning-rate warm-up (then linear decay to 0)
+    max_grad_norm: float = 1.0
+    max_length: int = 1024  # longer examples are dropped (never truncated: the last turn would be cut)
+    bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 mixed precision where the GPU supports it
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 10
+    checkpoint_steps: int = 0  # > 0: also checkpoint every n steps (always at each epoch's end)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation at fixed prices (``trainers.evaluate``)."""
+
+    splits: list[str] = field(default_factory=lambda: ["default:heldout", "default:extrapolation"])
+    episodes_per_point: int = 64
+    temperature: float = 0.0  # decoding temperature of an LLM policy under evaluation (0: greedy)
+    baselines: list[str] = field(default_factory=lambda: ["always_answer", "always_multi", "always_clarify"])
+    bootstrap_samples: int = 1000
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging (``trainers.run_logging``); metrics.jsonl is written either way."""
+
+    enabled: bool = True
+    project: str = "clarify-env"
+    entity: str | None = None
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"  # auto: $WANDB_MODE, else online if logged in, else offline
+
+
+@dataclass
+class RunConfig:
+    """A run: everything needed to reproduce it."""
+
+    seed: int = 0
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    assistant: AssistantConfig = field(default_factory=AssistantConfig)
+    user: UserConfig = field(default_factory=UserConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and minimally convert) ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"'{key}' must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys by dotted name."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}' (known here: {sorted(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has no key")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = RunConfig) -> Any:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = apply_overrides(data, list(overrides))
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
