@@ -30,8 +30,7 @@ class ContextPolicy(Agent):
 
     @staticmethod
     def costs(observation: Mapping[str, Any]) -> Costs:
-        question, word = (float(x) for x in observation["costs"])
-        return Costs(question, word)
+        return Costs.from_array(observation["costs"])
 
     @staticmethod
     def clarified(observation: Mapping[str, Any]) -> bool:

@@ -41,6 +41,13 @@ class Costs:
     def as_array(self) -> np.ndarray:
         return np.array([self.question, self.word], dtype=np.float32)
 
+    @classmethod
+    def from_array(cls, values: Any) -> "Costs":
+        """Prices from an observation's float32 ``costs`` array, rounded back to what they
+        were (float32 keeps ~7 significant digits)."""
+        question, word = (float(x) for x in values)
+        return cls(round(question, QUESTION_DECIMALS + 3), round(word, WORD_DECIMALS + 3))
+
     def to_dict(self) -> dict[str, float]:
         return {"question": self.question, "word": self.word}
 

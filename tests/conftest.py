@@ -1,3 +1,5 @@
+from typing import Iterator
+
 import pytest
 
 from clarify_env.context import render_context
@@ -16,3 +18,15 @@ def beast_task() -> Task:
         interpretations=interps, context=render_context(interps), dimension="year",
         metadata={"dimension_words": ["year", "version", "series"]},
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and OpenMP threads stall (100x) when other
+    processes hold the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from clarify_env.costs import (
-    COST_SPLITS, CostSpecError, Costs, FixedCosts, GridCosts, Range, RangeCosts, format_price, make_cost_sampler,
+    COST_SPLITS, CostSpecError, Costs, FixedCosts, GridCosts, RangeCosts, format_price, make_cost_sampler,
 )
 
 

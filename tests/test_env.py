@@ -5,8 +5,7 @@ from gymnasium.utils.env_checker import check_env
 
 import clarify_env  # noqa: F401  (registers the env)
 from agents import OraclePolicy, ScriptedUser
-from clarify_env import ClarifyEnv, Costs
-from clarify_env.env import ClarifyEnv as EnvClass
+from clarify_env import ClarifyEnv
 
 
 def play(env, policy, seed, options=None):

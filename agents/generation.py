@@ -1,0 +1,104 @@
+"""The text-generation interface shared by the transformers and vLLM backends.
+
+A backend turns chat conversations into sampled completions. Both backends render
+prompts the same way (the tokenizer's chat template with ``add_generation_prompt``)
+and cut completions at stop strings the same way, so they are interchangeable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+Conversation = Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: ``temperature == 0`` means greedy; ``n`` completions per prompt.
+
+    Generation stops at the end-of-turn token, at the first of the ``stop`` strings
+    (which is cut from the text), or after ``max_new_tokens``. A ``seed`` makes the
+    samples reproducible.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got {self.n}, {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion.
+
+    ``text`` excludes special tokens and everything from the first stop string on;
+    ``token_ids`` are the generated tokens up to the one that ended generation
+    (end-of-turn token included, padding excluded); ``finish_reason`` is ``"stop"``
+    (end-of-turn token or stop string) or ``"length"``.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_token_ids: tuple[int, ...]
+    finish_reason: str
+
+
+class GenerationBackend(ABC):
+    """Generates completions for chat conversations, optionally under a LoRA adapter."""
+
+    tokenizer: Any  # a Hugging Face tokenizer with a chat template
+
+    @abstractmethod
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """``sampling.n`` completions for each conversation, in order.
+
+        Each conversation is a list of ``{"role": "system"|"user"|"assistant", "content": str}``
+        messages; ``adapter`` names an adapter registered with ``add_adapter`` (None: base model).
+        ``seeds`` (one per conversation) make each conversation's samples depend on its own
+        seed alone, not on what else is in the batch: a resumed run re-draws the same samples.
+        """
+
+    @abstractmethod
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Register the peft LoRA adapter saved in directory ``path`` under ``name``."""
+
+    def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+        """The prompt token ids of each conversation, ready for the assistant's turn."""
+        texts = [
+            self.tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
+            for c in conversations
+        ]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def check_seeds(conversations: Sequence[Conversation], seeds: Sequence[int] | None) -> None:
+    if seeds is not None and len(seeds) != len(conversations):
+        raise ValueError(f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations")
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of sample ``sample`` (of ``n``) of a conversation seeded ``seed``."""
+    return seed if sample == 0 else (seed * 1_000_003 + sample) % 2**63
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` cut before the earliest stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)

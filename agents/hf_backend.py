@@ -1,0 +1,160 @@
+"""Generation with Hugging Face transformers (CPU or GPU), with optional peft LoRA adapters."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ContextManager, Sequence
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from agents.generation import (
+    Completion, Conversation, GenerationBackend, SamplingParams, check_seeds, cut_at_stop, sample_seed,
+)
+
+
+class PerRowSampler(LogitsProcessor):
+    """Sampling with one random stream per row (Gumbel-max: the argmax of logits/T plus
+    Gumbel noise is a draw from softmax(logits/T)), run under greedy decoding. Row i's
+    draws depend on its own seed alone, so a sample does not change with the rest of the batch."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:  # keep the smallest set of tokens whose probability reaches top_p
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            probs = sorted_scores.softmax(dim=-1)
+            drop_sorted = probs.cumsum(dim=-1) - probs >= self.top_p
+            scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
+        return scores + gumbel
+
+
+class TransformersBackend(GenerationBackend):
+    """Batched ``model.generate`` over left-padded chat prompts.
+
+    ``model`` is a local checkpoint directory or a hub id; ``device`` is ``"cpu"``,
+    ``"cuda"`` or ``"auto"`` (cuda when available); ``dtype`` is ``"auto"`` (the
+    checkpoint's) or a torch dtype name. Prompts are generated ``batch_size`` rows at a
+    time (a conversation sampled ``n`` times takes ``n`` rows). ``adapters`` maps names
+    to peft LoRA adapter directories; more can be added with ``add_adapter``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 32,
+        adapters: dict[str, str | Path] | None = None,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+        self.model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(self.device)
+        self.model.eval()
+        config_eos = self.model.generation_config.eos_token_id
+        config_eos = config_eos if isinstance(config_eos, list) else [config_eos]
+        # Stop where vLLM stops: the tokenizer's eos plus the generation config's.
+        self.eos_token_ids = sorted({i for i in [self.tokenizer.eos_token_id, *config_eos] if i is not None})
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+        # A blank config, so that the checkpoint's sampling defaults (top_k, repetition_penalty...)
+        # never leak into generate: SamplingParams says everything.
+        self.model.generation_config = GenerationConfig(eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id)
+        self.adapters: dict[str, Path] = {}
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load the peft LoRA adapter in ``path`` as ``name`` (replacing one of that name)."""
+        if not isinstance(self.model, PeftModel):
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+        else:
+            if name in self.adapters:
+                self.model.delete_adapter(name)
+            self.model.load_adapter(str(path), adapter_name=name)
+        self.model.eval()
+        self.adapters[name] = Path(path)
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """See ``GenerationBackend.generate``."""
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
+        check_seeds(conversations, seeds)
+        prompts = self.render(conversations)
+        rows = [p for p in prompts for _ in range(sampling.n)]
+        row_seeds = None if seeds is None else [sample_seed(s, j) for s in seeds for j in range(sampling.n)]
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        done: list[Completion] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk_seeds = None if row_seeds is None else row_seeds[start : start + self.batch_size]
+            done += self._generate_rows(rows[start : start + self.batch_size], sampling, adapter, chunk_seeds)
+        return [done[i : i + sampling.n] for i in range(0, len(done), sampling.n)]
+
+    @torch.inference_mode()
+    def _generate_rows(
+        self, rows: list[list[int]], sampling: SamplingParams, adapter: str | None, seeds: list[int] | None
+    ) -> list[Completion]:
+        width = max(map(len, rows))
+        ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            stop_strings=list(sampling.stop) or None,
+            **(
+                dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                if sampling.temperature > 0 and seeds is None
+                else dict(do_sample=False)
+            ),
+        )
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0 and seeds is not None:
+            processors.append(PerRowSampler(seeds, sampling.temperature, sampling.top_p))
+        with self._using(adapter):
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=self.tokenizer,
+                logits_processor=processors,
+            )
+        return [self._completion(r, new, sampling.stop) for r, new in zip(rows, out[:, width:].tolist())]
+
+    def _using(self, adapter: str | None) -> ContextManager[None]:
+        """A context that runs the model under ``adapter``, or with all adapters off for None."""
+        if not isinstance(self.model, PeftModel):
+            return nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    def _completion(self, prompt: list[int], new: list[int], stop: Sequence[str]) -> Completion:
+        """Trim padding after the end-of-turn token, and everything after a stop string."""
+        end = next((i + 1 for i, t in enumerate(new) if t in self.eos_token_ids), None)
+        new = new[:end] if end else new
+        text, stopped = cut_at_stop(self._decode(new), stop)
+        if stopped:  # keep the tokens up to the one that completed the stop string
+            new = next(new[:k] for k in range(1, len(new) + 1) if cut_at_stop(self._decode(new[:k]), stop)[1])
+        return Completion(text, tuple(new), tuple(prompt), "stop" if end or stopped else "length")
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,201 @@
+"""The assistant played by a language model through a ``GenerationBackend``.
+
+Two prompt styles:
+
+- ``"full"``: the system prompt is the env's own (``observation["system"]``: the task,
+  the protocol, the prices in words, the open-book context);
+- ``"compact"``: a short deterministic text for tiny models, one fact a line::
+
+      question price 0.237
+      word price 0.0123
+      62% 1987 series: Varo Melkin
+      38% 2012 series: Dessa Quorn
+
+  (the prices with the env's fixed decimals, then one line per meaning of the context:
+  its share of users, then ``facet: answer`` exactly as a MULTI item writes it, so that
+  the messages a model learns are copies of spans of its prompt; no meaning line for a
+  closed-book task). The tiny tokenizer keeps every digit its own token, so the prices
+  stay legible.
+
+``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
+for every call: ``few_shot_demos``), in one of two formats:
+
+- ``"system"``: appended to the system prompt as text ("Example 1", its prices and
+  meanings, then ``User: ...`` / ``Assistant: ...`` lines);
+- ``"turns"``: as earlier user/assistant exchanges of the chat, with no system message;
+  each dialogue's first user message (the examples' and the real one) starts with its
+  own prompt text (full or compact). Small instruct models such as SmolLM2-135M copy
+  the move tags from earlier assistant turns but ignore examples in the system prompt.
+  The episode's ``chat`` then holds the example turns too.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from agents.base import Agent
+from agents.generation import Completion, GenerationBackend, SamplingParams
+from clarify_env.context import parse_context
+from clarify_env.costs import QUESTION_DECIMALS, WORD_DECIMALS, Costs, format_price, make_cost_sampler
+from clarify_env.prompt import system_prompt
+from clarify_env.protocol import MOVES, parse_action
+
+PromptStyle = Literal["full", "compact"]
+PROMPT_STYLES = ("full", "compact")
+FewShotFormat = Literal["system", "turns"]
+FEW_SHOT_FORMATS = ("system", "turns")
+EXAMPLE_SEED = 20_240_601  # the few-shot examples' tasks and prices come from this seed alone
+
+
+def compact_system(costs: Costs, context: str | None) -> str:
+    """The ``"compact"`` system text: prices, then the meaning lines of the context."""
+    lines = [
+        f"question price {format_price(costs.question, QUESTION_DECIMALS)}",
+        f"word price {format_price(costs.word, WORD_DECIMALS)}",
+    ]
+    lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in parse_context(context)]
+    return "\n".join(lines) + "\n"
+
+
+def observation_costs(observation: Mapping[str, Any]) -> Costs:
+    """The prices of an observation (its ``costs`` array holds float32 values: round them back)."""
+    question, word = (float(x) for x in observation["costs"])
+    return Costs(round(question, QUESTION_DECIMALS + 3), round(word, WORD_DECIMALS + 3))
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A worked example: an oracle dialogue with the scripted user, and what its assistant saw."""
+
+    costs: Costs
+    context: str | None
+    messages: tuple[dict[str, str], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def few_shot_demos(k: int, max_questions: int = 1) -> tuple[Demo, ...]:
+    """k oracle dialogues on ambiguous synthetic tasks, the same k for every call.
+
+    Tasks and prices are drawn from ``EXAMPLE_SEED``; the first moves cycle through
+    ANSWER, MULTI, CLARIFY so that every move is shown.
+    """
+    from agents.oracle_policy import OraclePolicy
+    from clarify_env.env import ClarifyEnv
+
+    env = ClarifyEnv(source="synthetic", costs="default:train", max_questions=max_questions)
+    oracle = OraclePolicy(max_questions)
+    rng = np.random.default_rng(EXAMPLE_SEED)
+    sampler = make_cost_sampler("default:train")
+    demos = []
+    for i in range(k):
+        wanted = MOVES[i % len(MOVES)]
+        for _ in range(10_000):
+            task, costs = env.source.sample(rng), sampler.sample(rng)
+            obs, _ = env.reset(seed=int(rng.integers(2**31)), options={"task": task, "costs": costs})
+            first = oracle.act(obs)
+            if task.is_ambiguous and parse_action(first).move is wanted:
+                break
+        else:
+            raise RuntimeError(f"found no synthetic example whose oracle move is {wanted.value}")
+        obs, *_ = env.step(first)
+        while not env.done:
+            obs, *_ = env.step(oracle.act(obs))
+        demos.append(Demo(costs, task.context, tuple(dict(m) for m in env.messages)))
+    return tuple(demos)
+
+
+def _with_header(header: str, messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The dialogue with ``header`` on top of its first (user) message."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+    turns[0]["content"] = f"{header.rstrip()}\n{turns[0]['content']}"
+    return turns
+
+
+class LLMAssistant(Agent):
+    """An assistant agent that generates its messages with a language model.
+
+    Args:
+        backend: generates completions (``TransformersBackend``, ``VLLMBackend``...).
+        sampling: decoding settings (``n`` must be 1: one message per observation).
+        adapter: a LoRA adapter registered with the backend (None: the base model).
+        prompt_style: ``"full"`` or ``"compact"`` (see the module docstring).
+        few_shot: worked examples shown before the dialogue (``few_shot_demos``).
+        few_shot_format: ``"system"`` or ``"turns"`` (see the module docstring).
+        max_questions: the env's limit (the full-style worked examples state it).
+        name: the policy's name in episode records (default: the adapter's, else "llm_assistant").
+    """
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        sampling: SamplingParams | None = None,
+        adapter: str | None = None,
+        prompt_style: PromptStyle = "full",
+        few_shot: int = 0,
+        few_shot_format: FewShotFormat = "system",
+        max_questions: int = 1,
+        name: str | None = None,
+    ) -> None:
+        sampling = sampling or SamplingParams()
+        if sampling.n != 1:
+            raise ValueError(f"LLMAssistant samples one message per observation: sampling.n must be 1, got {sampling.n}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
+        if few_shot_format not in FEW_SHOT_FORMATS:
+            raise ValueError(f"few_shot_format must be one of {FEW_SHOT_FORMATS}, got {few_shot_format!r}")
+        if few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+        self.backend = backend
+        self.sampling = sampling
+        self.adapter = adapter
+        self.prompt_style = prompt_style
+        self.few_shot = few_shot
+        self.few_shot_format = few_shot_format
+        self.max_questions = max_questions
+        self.name = name or adapter or "llm_assistant"
+
+    def header(self, costs: Costs, context: str | None, system: str | None = None) -> str:
+        """What the assistant is told about one task: the env's system prompt (``system``, or
+        rebuilt from the prices and context) in the full style, the compact text otherwise."""
+        if self.prompt_style == "compact":
+            return compact_system(costs, context)
+        return system if system is not None else system_prompt(costs, context, self.max_questions)
+
+    def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
+        """The chat the model continues: the prompt, then the dialogue so far."""
+        header = self.header(observation_costs(observation), observation["context"] or None, observation["system"])
+        demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
+        if self.few_shot_format == "turns":
+            turns = [t for d in demos for t in _with_header(self.header(d.costs, d.context), d.messages)]
+            return turns + _with_header(header, observation["messages"])
+        if demos:
+            header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"
+        messages = [{"role": m["role"], "content": m["content"]} for m in observation["messages"]]
+        return [{"role": "system", "content": header}, *messages]
+
+    def _demo_text(self, demos: Sequence[Demo]) -> str:
+        blocks = []
+        for i, d in enumerate(demos, 1):
+            header = compact_system(d.costs, d.context) if self.prompt_style == "compact" else (
+                f"{d.costs.describe()}\n{d.context}\n")
+            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in d.messages)
+            blocks.append(f"Example {i}\n{header}{turns}")
+        return "\n\n".join(blocks)
+
+    def generate_batch(
+        self, observations: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None
+    ) -> list[Completion]:
+        """One completion per observation, from one backend call; texts are whitespace-stripped.
+        ``seeds`` (one per observation) make each sample independent of the rest of the batch."""
+        if not observations:
+            return []
+        conversations = [self.conversation(o) for o in observations]
+        outputs = self.backend.generate(conversations, self.sampling, self.adapter, seeds=seeds)
+        return [replace(out[0], text=out[0].text.strip()) for out in outputs]
+
+    def act_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
+        return [c.text for c in self.generate_batch(observations)]

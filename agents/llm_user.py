@@ -1,0 +1,122 @@
+"""The user simulator played by a language model (self-play: the assistant's own model).
+
+The model is told the query and the user's hidden interpretation (the disambiguated
+question and its facet), never the gold answer. It answers clarifying questions, and
+it extracts the answer that fits its meaning from a MULTI response. Its replies to
+clarifying questions pass a leak guard: one that contains a gold answer is replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from agents.base import Agent
+from agents.generation import Completion, GenerationBackend, SamplingParams
+from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
+from clarify_env.dialogue import UserRequest
+from clarify_env.protocol import Move
+from clarify_env.reward import contains_answer
+
+DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=32, stop=("\n",))  # a user's turn is one line
+
+
+@dataclass(frozen=True)
+class UserReply:
+    """The user's turn and where it came from.
+
+    ``source`` is ``"model"`` (the model's text), ``"guard"`` (the model's reply leaked the
+    answer and was replaced), ``"fallback"`` (the model said nothing usable) or ``"direct"``
+    (no model needed: the answer of an ANSWER move is taken as is). ``completion`` is the
+    model's output when it was asked.
+    """
+
+    text: str
+    source: str
+    completion: Completion | None = None
+
+
+def clarify_conversation(request: UserRequest) -> list[dict[str, str]]:
+    """The prompt for replying to the assistant's clarifying question."""
+    interp = request.interpretation
+    system = (
+        f'You are a user who asked an assistant: "{request.task.query}"\n'
+        f'What you really mean: "{interp.question}" (that is, {interp.facet}).\n'
+        "The assistant asks you a clarifying question. Reply in one short sentence that says "
+        "what you mean. You do not know the answer to your question: never guess it."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": request.action.text}]
+
+
+def extract_conversation(request: UserRequest) -> list[dict[str, str]]:
+    """The prompt for taking one's own answer from the assistant's enumeration."""
+    interp = request.interpretation
+    system = (
+        f'You asked an assistant: "{request.task.query}"\n'
+        f'What you really mean: "{interp.question}" (that is, {interp.facet}).\n'
+        "The assistant answered several meanings. Reply with only the answer for your meaning, "
+        "copied from the response, and nothing else."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": request.action.text}]
+
+
+class LLMUser(Agent):
+    """A user simulator that generates its turns with a language model.
+
+    One backend call per ``act_batch`` (or ``reply_batch``) covers every request that
+    needs the model: replies to clarifying questions and extractions from MULTI
+    responses; the answer of an ANSWER move is taken as is. A reply that contains a
+    gold answer of the user's interpretation is replaced by ``"I mean <facet>."`` (or,
+    if that leaks too, the scripted user's unhelpful reply) and counted in
+    ``leaks_blocked``. An empty extraction falls back to the scripted extraction.
+    """
+
+    name = "llm_user"
+
+    def __init__(
+        self, backend: GenerationBackend, sampling: SamplingParams | None = None, adapter: str | None = None
+    ) -> None:
+        sampling = sampling or DEFAULT_SAMPLING
+        if sampling.n != 1:
+            raise ValueError(f"LLMUser samples one reply per request: sampling.n must be 1, got {sampling.n}")
+        self.backend = backend
+        self.sampling = sampling
+        self.adapter = adapter
+        self.leaks_blocked = 0
+
+    def reply_batch(self, requests: Sequence[UserRequest], seeds: Sequence[int] | None = None) -> list[UserReply]:
+        """The user's turn for each request, in order (``seeds``: one per request, see
+        ``GenerationBackend.generate``)."""
+        asks = [i for i, r in enumerate(requests) if r.kind == "clarify" or r.action.move is Move.MULTI]
+        conversations = [
+            clarify_conversation(requests[i]) if requests[i].kind == "clarify" else extract_conversation(requests[i])
+            for i in asks
+        ]
+        ask_seeds = None if seeds is None else [seeds[i] for i in asks]
+        outputs = self.backend.generate(conversations, self.sampling, self.adapter, seeds=ask_seeds) if asks else []
+        completions = {i: replace(out[0], text=out[0].text.strip()) for i, out in zip(asks, outputs)}
+        replies = []
+        for i, request in enumerate(requests):
+            if i not in completions:
+                replies.append(UserReply(request.action.text, "direct"))
+            elif request.kind == "clarify":
+                replies.append(self._guarded(request, completions[i]))
+            elif completions[i].text:
+                replies.append(UserReply(completions[i].text, "model", completions[i]))
+            else:
+                scripted = ScriptedUser.extract_for(request.task, request.interpretation_index, request.action)
+                replies.append(UserReply(scripted, "fallback", completions[i]))
+        return replies
+
+    def act_batch(self, requests: Sequence[UserRequest]) -> list[str]:
+        return [r.text for r in self.reply_batch(requests)]
+
+    def _guarded(self, request: UserRequest, completion: Completion) -> UserReply:
+        golds = request.interpretation.answers
+        if completion.text and not contains_answer(completion.text, golds):
+            return UserReply(completion.text, "model", completion)
+        if completion.text:
+            self.leaks_blocked += 1
+        facet = request.interpretation.facet.strip()
+        safe = f"I mean {facet}." if not contains_answer(facet, golds) else UNHELPFUL_REPLY
+        return UserReply(safe, "guard" if completion.text else "fallback", completion)

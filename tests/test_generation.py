@@ -1,0 +1,167 @@
+"""The transformers generation backend and the tiny-model factory, on a tiny model built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from agents.generation import SamplingParams
+from agents.hf_backend import TransformersBackend
+from agents.tiny_model import build_tiny_model
+
+from model_support import CONVERSATIONS, CORPUS
+
+GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A lively init (std 0.1) so that the untrained model's outputs depend on the prompt.
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "model", CORPUS, vocab_size=400, hidden_size=64, num_layers=2,
+        num_heads=2, intermediate_size=128, initializer_range=0.1,
+    )
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with random (not identity) weights, saved by peft."""
+    torch.manual_seed(1)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    path = tmp_path_factory.mktemp("adapter") / "lora"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend(tiny: Path, adapter: Path) -> TransformersBackend:
+    return TransformersBackend(tiny, device="cpu", batch_size=2, adapters={"lora": adapter})
+
+
+def greedy_reference(model: torch.nn.Module, prompt: tuple[int, ...], steps: int) -> tuple[int, ...]:
+    """Greedy decoding by repeated full forward passes: no padding, no cache, no generate()."""
+    ids = list(prompt)
+    for _ in range(steps):
+        with torch.no_grad():
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return tuple(ids[len(prompt) :])
+
+
+def test_tokenizer_keeps_every_digit_a_single_token(tiny: Path) -> None:
+    tokens = AutoTokenizer.from_pretrained(tiny).tokenize("a question costs 0.25 in 1987 and 2012")
+    digit_tokens = [t for t in tokens if any(c.isdigit() for c in t)]
+    assert digit_tokens == list("02519872012")
+
+
+def test_checkpoint_round_trips_through_auto_classes(tiny: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    assert isinstance(model, LlamaForCausalLM) and model.config.tie_word_embeddings
+    assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token == "<|pad|>"
+    assert model.config.eos_token_id == tokenizer.eos_token_id and model.config.vocab_size == len(tokenizer)
+    rendered = tokenizer.apply_chat_template(CONVERSATIONS[2], add_generation_prompt=True, tokenize=False)
+    assert rendered == (
+        "<|user|>Do you mean the 1987 show?<|end|><|assistant|>CLARIFY: which?<|end|><|user|>2012<|end|><|assistant|>"
+    )
+    text = "Ron Perlman, 1987."
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    again = build_tiny_model(tmp_path, CORPUS, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2,
+                             intermediate_size=128, initializer_range=0.1)
+    rebuilt = AutoModelForCausalLM.from_pretrained(again).state_dict()
+    assert all(torch.equal(v, rebuilt[k]) for k, v in model.state_dict().items())  # the seed fixes the weights
+
+
+def test_batched_greedy_equals_one_at_a_time(backend: TransformersBackend) -> None:
+    batched = backend.generate(CONVERSATIONS, GREEDY)  # 5 prompts in chunks of 2
+    alone = [backend.generate([c], GREEDY)[0] for c in CONVERSATIONS]
+    assert batched == alone
+    assert len({c[0].token_ids for c in batched}) > 1  # the outputs depend on the prompt
+
+
+def test_left_padding_does_not_change_the_output(backend: TransformersBackend, tiny: Path) -> None:
+    short, long = CONVERSATIONS[4], CONVERSATIONS[1]
+    together = backend.generate([short, long], GREEDY)[0][0]
+    alone = backend.generate([short], GREEDY)[0][0]
+    assert together == alone
+    assert together.prompt_token_ids == tuple(backend.render([short])[0])
+    assert backend.pad_token_id not in together.prompt_token_ids
+    plain = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    assert together.token_ids == greedy_reference(plain, together.prompt_token_ids, GREEDY.max_new_tokens)
+
+
+def test_lora_adapter_changes_the_output_and_matches_peft(
+    backend: TransformersBackend, tiny: Path, adapter: Path
+) -> None:
+    base = backend.generate(CONVERSATIONS, GREEDY)
+    tuned = backend.generate(CONVERSATIONS, GREEDY, adapter="lora")
+    assert [c[0].token_ids for c in base] != [c[0].token_ids for c in tuned]
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), adapter).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    for b, t in zip(base, tuned):
+        assert t[0].token_ids == greedy_reference(reference, t[0].prompt_token_ids, GREEDY.max_new_tokens)
+        assert b[0].token_ids == greedy_reference(plain, b[0].prompt_token_ids, GREEDY.max_new_tokens)
+
+
+def test_adapters_hot_swap_and_reregistering_a_name_replaces_it(backend: TransformersBackend, tiny: Path,
+                                                               tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj", "o_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(tmp_path / "other")
+    first = backend.generate(CONVERSATIONS, GREEDY, adapter="lora")
+    backend.add_adapter("other", tmp_path / "other")
+    other = backend.generate(CONVERSATIONS, GREEDY, adapter="other")
+    assert other != first and backend.generate(CONVERSATIONS, GREEDY, adapter="lora") == first
+    backend.add_adapter("other", backend.adapters["lora"])
+    assert backend.generate(CONVERSATIONS, GREEDY, adapter="other") == first
+    with pytest.raises(KeyError, match="unknown adapter"):
+        backend.generate(CONVERSATIONS, GREEDY, adapter="missing")
+
+
+def test_stop_string_cuts_the_text_and_the_tokens(backend: TransformersBackend) -> None:
+    full = backend.generate([CONVERSATIONS[0]], GREEDY)[0][0]
+    assert full.finish_reason == "length" and len(full.token_ids) == GREEDY.max_new_tokens
+    # stop at a printable token of the output whose text first occurs where that token starts
+    decode = backend.tokenizer.decode
+    k, stop = next(
+        (k, piece)
+        for k in range(1, len(full.token_ids))
+        if (piece := decode(full.token_ids[k : k + 1])).strip() and piece.isascii() and piece.isprintable()
+        and full.text.find(piece) == len(decode(full.token_ids[:k]))
+    )
+    cut = backend.generate([CONVERSATIONS[0]], SamplingParams(temperature=0, max_new_tokens=12, stop=("@@", stop)))
+    assert cut[0][0].finish_reason == "stop"
+    assert cut[0][0].text == full.text[: full.text.index(stop)]
+    assert cut[0][0].token_ids == full.token_ids[: k + 1]
+
+
+def test_n_seeded_samples_are_reproducible_and_differ(backend: TransformersBackend) -> None:
+    sampling = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=8, n=3, seed=7)
+    first = backend.generate(CONVERSATIONS[:2], sampling)
+    assert [len(c) for c in first] == [3, 3]
+    assert first == backend.generate(CONVERSATIONS[:2], sampling)
+    assert len({c.token_ids for c in first[0]}) > 1
+    other_seed = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=8, n=3, seed=8)
+    assert backend.generate(CONVERSATIONS[:2], other_seed) != first
+
+
+def test_per_conversation_seeds_make_samples_independent_of_the_batch(backend: TransformersBackend) -> None:
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8)
+    a, b, c = ([{"role": "user", "content": t}] for t in ("price 0.25", "a much longer question about words", "hi"))
+    together = backend.generate([a, b, c], sampling, seeds=[11, 12, 13])
+    alone = [backend.generate([conv], sampling, seeds=[s])[0] for conv, s in ((b, 12), (c, 13), (a, 11))]
+    assert [together[1], together[2], together[0]] == alone
+    reseeded = backend.generate([a, b, c], sampling, seeds=[14, 15, 16])
+    assert reseeded != together  # other seeds, other samples
+    with pytest.raises(ValueError, match="one seed per conversation"):
+        backend.generate([a, b], sampling, seeds=[1])
+
+
+def test_seeded_top_p_sampling_keeps_only_the_nucleus(backend: TransformersBackend) -> None:
+    conv = [{"role": "user", "content": "price 0.25"}]
+    greedy = backend.generate([conv], SamplingParams(temperature=0, max_new_tokens=6))[0][0]
+    tiny_nucleus = SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=6)
+    assert backend.generate([conv], tiny_nucleus, seeds=[3])[0][0].token_ids == greedy.token_ids

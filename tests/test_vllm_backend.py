@@ -1,0 +1,111 @@
+"""The vLLM backend on a tiny model: it must agree with the transformers backend token for token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from agents.generation import SamplingParams
+from agents.hf_backend import TransformersBackend
+from agents.tiny_model import build_tiny_model
+from agents.vllm_backend import VLLMBackend
+
+from model_support import CONVERSATIONS, CORPUS, require_vllm
+
+pytestmark = pytest.mark.vllm
+
+GREEDY = SamplingParams(temperature=0, max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # head_dim 64, which every vLLM attention backend supports; a lively init so outputs vary.
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "model", CORPUS, vocab_size=400, hidden_size=128, num_layers=2,
+        num_heads=2, intermediate_size=256, initializer_range=0.1,
+    )
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    path = tmp_path_factory.mktemp("adapter") / "lora"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vllm_backend(tiny: Path, adapter: Path) -> Iterator[VLLMBackend]:
+    require_vllm()
+    backend = VLLMBackend(
+        tiny, dtype="float32", max_model_len=512, max_lora_rank=8, enforce_eager=True,
+        kv_cache_memory_bytes=64 << 20,  # explicit KV cache size: small, and the same on CPU and GPU
+    )
+    backend.add_adapter("lora", adapter)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def hf_backend(tiny: Path, adapter: Path) -> TransformersBackend:
+    return TransformersBackend(tiny, device="cpu", dtype="float32", adapters={"lora": adapter})
+
+
+def assert_same_completions(vllm_out: list, hf_out: list) -> None:
+    """Same tokens and finish reasons; the same text, except that vLLM withholds a trailing
+    incomplete UTF-8 character that transformers decodes as U+FFFD."""
+    for v, h in zip(vllm_out, hf_out, strict=True):
+        for a, b in zip(v, h, strict=True):
+            assert a.token_ids == b.token_ids and a.prompt_token_ids == b.prompt_token_ids
+            assert a.finish_reason == b.finish_reason
+            assert a.text.rstrip("\ufffd") == b.text.rstrip("\ufffd")
+
+
+def test_vllm_batch_equals_one_at_a_time(vllm_backend: VLLMBackend) -> None:
+    batched = vllm_backend.generate(CONVERSATIONS, GREEDY)
+    assert batched == [vllm_backend.generate([c], GREEDY)[0] for c in CONVERSATIONS]
+    assert len({c[0].token_ids for c in batched}) > 1
+
+
+def test_vllm_greedy_matches_transformers(vllm_backend: VLLMBackend, hf_backend: TransformersBackend) -> None:
+    assert_same_completions(vllm_backend.generate(CONVERSATIONS, GREEDY), hf_backend.generate(CONVERSATIONS, GREEDY))
+
+
+def test_vllm_lora_request_changes_output_and_matches_transformers(
+    vllm_backend: VLLMBackend, hf_backend: TransformersBackend
+) -> None:
+    base = vllm_backend.generate(CONVERSATIONS, GREEDY)
+    tuned = vllm_backend.generate(CONVERSATIONS, GREEDY, adapter="lora")
+    assert [c[0].token_ids for c in tuned] != [c[0].token_ids for c in base]
+    assert_same_completions(tuned, hf_backend.generate(CONVERSATIONS, GREEDY, adapter="lora"))
+    assert vllm_backend.generate(CONVERSATIONS, GREEDY) == base  # the adapter is per call, not sticky
+
+
+def test_vllm_stop_strings_and_seeded_samples(
+    vllm_backend: VLLMBackend, hf_backend: TransformersBackend
+) -> None:
+    conversation = [CONVERSATIONS[1]]
+    full = hf_backend.generate(conversation, GREEDY)[0][0].text
+    stop = next(full[i : i + 2] for i in range(2, len(full)) if full[i : i + 2].isascii() and full[i : i + 2].isalnum())
+    cut = SamplingParams(temperature=0, max_new_tokens=16, stop=("@@", stop))
+    vllm_cut = vllm_backend.generate(conversation, cut)
+    assert vllm_cut[0][0].finish_reason == "stop" and vllm_cut[0][0].text == full[: full.index(stop)]
+    assert_same_completions(vllm_cut, hf_backend.generate(conversation, cut))
+    sampling = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8, n=3, seed=3)
+    samples = vllm_backend.generate(CONVERSATIONS[:2], sampling)
+    assert [len(s) for s in samples] == [3, 3] and len({c.token_ids for c in samples[0]}) > 1
+    assert vllm_backend.generate(CONVERSATIONS[:2], sampling) == samples
+
+
+def test_vllm_per_request_seeds_make_samples_independent_of_the_batch(vllm_backend: VLLMBackend) -> None:
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8)
+    convs = CONVERSATIONS[:3]
+    together = vllm_backend.generate(convs, sampling, seeds=[21, 22, 23])
+    alone = [vllm_backend.generate([c], sampling, seeds=[s])[0] for c, s in zip(convs, (21, 22, 23))]
+    assert [[c.token_ids for c in out] for out in together] == [[c.token_ids for c in out] for out in alone]
