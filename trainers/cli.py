@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "trainers.sft",
     "trainers.evaluate",
     "trainers.rollout_cli",
+    "trainers.rest",
+    "trainers.sweep",
 ]
 
 
@@ -29,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `key=value` overrides after an option (`clarify train CONFIG --resume a.b=1`) still count
+        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except KeyboardInterrupt:

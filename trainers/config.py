@@ -32,6 +32,7 @@ class ModelConfig:
     dtype: str = "auto"
     batch_size: int = 64  # transformers: prompts per generate call
     vllm: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)
+    tiny: dict[str, Any] = field(default_factory=dict)  # name "tiny": agents.tiny_model.build_tiny_model sizes (hidden_size, num_layers, vocab_size, ...)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 48
+    stop: list[str] = field(default_factory=list)  # stop strings (cut from the message)
 
 
 @dataclass
@@ -59,7 +61,8 @@ class AssistantConfig:
     """How the LLM assistant is prompted."""
 
     prompt_style: Literal["full", "compact"] = "full"  # "compact" suits tiny models
-    few_shot: int = 0  # worked examples prepended to the system prompt
+    few_shot: int = 0  # worked examples shown before the dialogue
+    few_shot_format: Literal["system", "turns"] = "system"  # in the system prompt, or as earlier chat turns
 
 
 @dataclass
@@ -128,6 +131,43 @@ class WandbConfig:
 
 
 @dataclass
+class SeedConfig:
+    """The optional behaviour-cloning start: dialogues of a cost-blind scripted policy
+    (a random mixture of moves), so that the starting policy is *not* steerable."""
+
+    enabled: bool = True
+    episodes: int = 2000
+    weights: dict[str, float] = field(default_factory=lambda: {"ANSWER": 1.0, "MULTI": 1.0, "CLARIFY": 1.0})
+    epochs: int = 2  # SFT epochs over the seed dialogues (other SFT settings from the sft section)
+
+
+@dataclass
+class FilterConfig:
+    """Which grown episodes the improve step trains on."""
+
+    score: Literal["expected_reward", "reward"] = "expected_reward"  # expected: the luck of a guess removed
+    best_k: int = 1  # keep the k best of each (task, prices) group; 0 keeps all that pass
+    threshold: float | None = None  # keep only scores >= threshold at the first improve step ...
+    threshold_step: float = 0.0  # ... raised by this much at each later step (ReST's rising threshold)
+    above_group_mean: bool = False  # keep only episodes scoring above their group's mean
+    drop_protocol_errors: bool = True
+
+
+@dataclass
+class ReSTConfig:
+    """Grow / filter / improve / evaluate iterations."""
+
+    iterations: int = 2
+    grow_episodes: int = 1024  # per iteration; groups of rollout.samples_per_group
+    improve_from: Literal["base", "last"] = "base"  # base: re-fine-tune the starting policy each time (ReST-EM)
+    seed_mix: float = 0.0  # share of seed dialogues mixed into each improve step's data
+    eval_each_iteration: bool = True  # else only the starting and the final policy
+    final_episodes_per_point: int = 0  # > 0: a larger final evaluation (else eval.episodes_per_point)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+@dataclass
 class RunConfig:
     """A run: everything needed to reproduce it."""
 
@@ -142,6 +182,7 @@ class RunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    rest: ReSTConfig = field(default_factory=ReSTConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -186,6 +227,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{key}' must be a number, got {value!r}")
         return float(value)

@@ -1,0 +1,45 @@
+"""Every shipped config loads, and a wrong key in an override is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainers.config import ConfigError, RunConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs() -> None:
+    assert {p.name for p in CONFIGS} >= {
+        "quickstart.yaml", "smollm2_synthetic.yaml", "gemma2_2b_ambigqa.yaml", "gemma2_9b_ambigqa.yaml",
+        "qwen3_4b_ambigqa.yaml",
+    }
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig) and cfg.run_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rest.filter.best_kk=2", "rest.filter.best_kk"),
+    ("sft.lora_rnak=8", "sft.lora_rnak"),
+    ("evaluation.splits=[default:heldout]", "evaluation"),
+])
+def test_a_wrong_key_in_an_override_is_named(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown config key '{key}'"):
+        load_config(CONFIGS[0], [override])
+
+
+def test_a_wrong_type_in_an_override_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'rest\.iterations' must be an integer"):
+        load_config(CONFIGS[0], ["rest.iterations=two"])
+
+
+def test_a_float_written_without_a_dot_is_read_as_a_number():
+    from trainers.config import load_config
+
+    assert load_config(None, ["sft.learning_rate=1e-4"]).sft.learning_rate == 1e-4

@@ -1,0 +1,179 @@
+"""`clarify train`: one short ReST run end to end, its resume after kills, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import trainers.sft
+from test_logging import history
+from trainers.cli import main
+from trainers.config import ConfigError, load_config, save_config
+from trainers.episodes import EpisodeLog, read_episodes
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "quickstart.yaml")
+# configs/quickstart.yaml shrunk to seconds: a 1-layer model, 256 seed dialogues, 32 grown
+# episodes in groups of 4, 4 evaluation episodes per held-out price point. The seed stage
+# teaches the tiny model enough of the protocol that moves and protocol errors mix.
+TINY = [
+    "model.tiny={hidden_size: 64, num_layers: 1, num_heads: 1, intermediate_size: 128, vocab_size: 512}",
+    "model.batch_size=64", "sampling.max_new_tokens=24", "rollout.num_envs=16", "rollout.samples_per_group=4",
+    "rest.seed.episodes=256", "rest.seed.epochs=2", "rest.grow_episodes=32", "rest.iterations=1",
+    "rest.final_episodes_per_point=0", "rest.filter={best_k: 1, drop_protocol_errors: false}",
+    "sft.batch_size=16", "sft.learning_rate=0.01", "sft.logging_steps=4",
+    "eval.splits=[default:heldout]", "eval.episodes_per_point=4", "eval.bootstrap_samples=50",
+]
+
+
+def train(run_dir: Path, *overrides: str, resume: bool = False) -> int:
+    """``clarify train configs/quickstart.yaml [--resume] run_dir=... <TINY> <overrides>``."""
+    return main(["train", CONFIG, *(["--resume"] if resume else []), f"run_dir={run_dir}", *TINY, *overrides])
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No credentials and no $WANDB_MODE: the run logs to wandb offline."""
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None) -> None:
+    run = tmp_path / "run"
+    assert train(run) == 0
+
+    assert load_config(run / "config.yaml").rest.grow_episodes == 32
+    for stage in ("seed", "seed/eval", "iter-1", "iter-1/eval"):
+        assert (run / stage / "done.json").exists(), stage
+    it = run / "iter-1"
+    grown, kept = read_episodes(it / "grow.jsonl"), read_episodes(it / "kept.jsonl")
+    assert len(grown) == 32 and len({e.group_id for e in grown}) == 8
+    assert len(kept) == 8 and {e.group_id for e in kept} == {e.group_id for e in grown}  # the best of each group
+    assert {e.policy for e in grown} == {"seed"} and {e.iteration for e in grown} == {1}
+    assert (it / "policy" / "model.safetensors").exists() and (it / "policy" / "sft_metrics.json").exists()
+    done = json.loads((it / "done.json").read_text())
+    assert done["policy"] == {"model": str(it / "policy"), "adapter": None, "name": "iter-1"}
+    assert done["filter/kept"] == 8
+    for name in ("eval.json", "eval.md", "eval.csv", "vs_question_price.png", "vs_word_price.png"):
+        assert (it / "eval" / name).stat().st_size > 0, name
+    report = json.loads((it / "eval" / "eval.json").read_text())
+    assert report["policy"] == "iter-1" and len(report["points"]) == 9 and {p["n"] for p in report["points"]} == {4}
+    summary = (run / "summary.md").read_text()
+    assert "## seed" in summary and "## iter-1" in summary and "### iter-1" in summary
+
+    metrics = jsonl(run / "metrics.jsonl")
+    grow = [m for m in metrics if "grow/mean_reward" in m]
+    evals = {m["step"]: m for m in metrics if "eval/default:heldout/reward" in m}
+    assert [m["step"] for m in grow] == [1] and grow[0]["filter/kept"] == 8 and grow[0]["grow/episodes"] == 32
+    assert sorted(evals) == [0, 1]
+    assert evals[1]["eval/default:heldout/reward"] == pytest.approx(
+        sum(p["reward"] for p in report["points"]) / len(report["points"]))
+    assert any("seed/loss" in m for m in metrics) and any("improve/loss" in m for m in metrics)
+
+    run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    rows = history(run_files[0])
+    logged = {k: v for r in rows for k, v in r.items() if k.startswith(("grow/", "eval/default:heldout/reward"))}
+    assert logged["grow/mean_reward"] == grow[0]["grow/mean_reward"]
+    assert any(r.get("eval/default:heldout/reward") == evals[1]["eval/default:heldout/reward"] and r["_step"] == 1
+               for r in rows)
+
+
+class Kills:
+    """Simulated kills (KeyboardInterrupt, as from Ctrl-C): after the first episodes are
+    written to a file of a chosen name, or right after an SFT checkpoint under a chosen folder."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.episodes_file: str | None = None
+        self.checkpoint_under: str | None = None
+        write, save = EpisodeLog.write, trainers.sft._save_checkpoint
+
+        def write_then_die(log: EpisodeLog, episodes) -> None:
+            write(log, episodes)
+            if log.path.name == self.episodes_file and log.done_ids:
+                self.episodes_file = None
+                raise KeyboardInterrupt
+
+        def save_then_die(out: Path, state: dict) -> None:
+            save(out, state)
+            if self.checkpoint_under is not None and self.checkpoint_under in out.parts:
+                self.checkpoint_under = None
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(EpisodeLog, "write", write_then_die)
+        monkeypatch.setattr(trainers.sft, "_save_checkpoint", save_then_die)
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_resume_after_kills_mid_grow_and_mid_improve_gives_the_same_final_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two epochs of improve: the kill comes after its first epoch's checkpoint.
+    settings = ("wandb.enabled=false", "sft.epochs=2", "sft.checkpoint_steps=1")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train(straight, *settings) == 0
+
+    kills = Kills(monkeypatch)
+    kills.episodes_file = "episodes.jsonl"  # (0) in the seed stage's dialogues
+    assert train(killed, *settings) == 130
+    assert 0 < lines(killed / "seed" / "episodes.jsonl") < 256 and not (killed / "seed" / "done.json").exists()
+
+    kills.episodes_file = "grow.jsonl"  # (a) in the iteration's grow
+    assert train(killed, *settings, resume=True) == 130
+    assert (killed / "seed" / "done.json").exists() and not (killed / "iter-1" / "kept.jsonl").exists()
+    assert 0 < lines(killed / "iter-1" / "grow.jsonl") < 32
+
+    kills.checkpoint_under = "iter-1"  # (b) in the improve step, after a checkpoint
+    assert train(killed, *settings, resume=True) == 130
+    assert list((killed / "iter-1" / "policy" / "checkpoints").glob("step-*.pt"))
+    assert not (killed / "iter-1" / "done.json").exists()
+
+    assert train(killed, *settings, resume=True) == 0
+    for name in ("seed/episodes.jsonl", "iter-1/grow.jsonl", "iter-1/kept.jsonl"):
+        ids = [e.episode_id for e in read_episodes(killed / name)]
+        assert len(ids) == len(set(ids)), f"{name} holds duplicates"
+        by_id = lambda run: sorted(e.to_json() for e in read_episodes(run / name))  # noqa: E731
+        assert by_id(killed) == by_id(straight), name
+    assert weights(killed / "iter-1" / "policy") == weights(straight / "iter-1" / "policy")
+    for name in ("seed/eval/eval.json", "iter-1/eval/eval.json", "iter-1/done.json"):
+        resumed, uninterrupted = (json.loads((run / name).read_text()) for run in (killed, straight))
+        resumed.pop("policy"), uninterrupted.pop("policy")  # done.json's policy paths name the run dir
+        assert resumed == uninterrupted, name
+
+
+def weights(folder: Path) -> dict[str, bytes]:
+    from safetensors.torch import load_file
+
+    return {k: v.numpy().tobytes() for k, v in load_file(folder / "model.safetensors").items()}
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_config(load_config(CONFIG, [f"run_dir={run}", *TINY]), run / "config.yaml")
+    with pytest.raises(ConfigError, match=r"differs from this config in rest\.grow_episodes \(32 -> 64\)"):
+        train(run, "rest.grow_episodes=64", resume=True)
+
+
+def test_train_without_resume_refuses_an_existing_run_dir(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_config(load_config(CONFIG, [f"run_dir={run}", *TINY]), run / "config.yaml")
+    with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
+        train(run)
+
+
+def test_the_filter_keeping_nothing_is_a_clear_error(tmp_path: Path) -> None:
+    # No seed stage: the untrained model writes nothing that parses, and the filter drops protocol errors.
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"kept none of 32 grown episodes .*loosen rest\.filter"):
+        train(run, "wandb.enabled=false", "rest.seed.enabled=false", "rest.filter.drop_protocol_errors=true")
+    assert len(read_episodes(run / "iter-1" / "grow.jsonl")) == 32 and not (run / "iter-1" / "done.json").exists()

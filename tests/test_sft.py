@@ -1,0 +1,214 @@
+"""SFT on episodes: label masking, LoRA and full fine-tuning, kill/resume, two processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agents import OraclePolicy, ScriptedUser
+from agents.llm_assistant import compact_system, observation_costs
+from agents.tiny_model import build_tiny_model
+from trainers.config import SFTConfig
+from trainers.rollout import RolloutEngine
+from trainers.sft import IGNORE, METRICS_FILE, build_sft_examples, latest_checkpoint, train_sft
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cpu_only():
+    """On the CPU (where training is deterministic, and no bf16) even on a GPU machine."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        yield
+
+
+class CompactOracle(OraclePolicy):
+    """The oracle, recorded in the tiny model's compact prompt format."""
+
+    def conversation(self, observation):
+        system = compact_system(observation_costs(observation), observation["context"])
+        return [{"role": "system", "content": system}, *(dict(m) for m in observation["messages"])]
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    engine = RolloutEngine({"source": "synthetic"}, CompactOracle(), ScriptedUser(), num_envs=16, samples_per_group=1,
+                           seed=3)
+    return engine.run(24, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, episodes):
+    corpus = [m["content"] for e in episodes for m in e.chat]
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny"), corpus, vocab_size=400, hidden_size=32, num_layers=2, num_heads=2,
+        intermediate_size=64,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+@pytest.fixture(scope="module")
+def examples(episodes, tokenizer):
+    return build_sft_examples(episodes, tokenizer, max_length=512)
+
+
+def labelled_runs(example, tokenizer):
+    """The decoded text of each contiguous run of labelled tokens."""
+    runs, current = [], []
+    for token, label in zip(example.input_ids, example.labels):
+        if label != IGNORE:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    return [tokenizer.decode(r) for r in runs + ([current] if current else [])]
+
+
+NEWLINE_TEMPLATE = (  # ChatML-like: a newline after each end-of-turn token, which stays unlabelled
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [None, NEWLINE_TEMPLATE], ids=["tiny", "newline"])
+def test_labels_are_exactly_the_assistant_turns_with_their_end_token(episodes, tiny, template):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    if template:
+        tokenizer.chat_template = template
+    examples = build_sft_examples(episodes, tokenizer, max_length=512)
+    assert any(len(e.moves) == 2 for e in episodes)  # a CLARIFY dialogue has two assistant turns
+    for episode, example in zip(episodes, examples):
+        wanted = [m["content"] + "<|end|>" for m in episode.chat if m["role"] == "assistant"]
+        assert labelled_runs(example, tokenizer) == wanted
+        assert example.input_ids == tokenizer(tokenizer.apply_chat_template(episode.chat, tokenize=False),
+                                              add_special_tokens=False)["input_ids"]
+
+
+def test_overlong_episodes_are_dropped_and_none_left_is_an_error(episodes, tokenizer, examples):
+    lengths = sorted(len(e.input_ids) for e in examples)
+    cut = lengths[len(lengths) // 2]
+    kept = build_sft_examples(episodes, tokenizer, max_length=cut)
+    assert 0 < len(kept) < len(episodes) and all(len(e.input_ids) <= cut for e in kept)
+    with pytest.raises(ValueError, match="max_length"):
+        build_sft_examples(episodes, tokenizer, max_length=lengths[0] - 1)
+
+
+def test_lora_training_lowers_the_loss_and_saves_a_loadable_adapter(tiny, examples, tmp_path):
+    from peft import PeftModel
+
+    config = SFTConfig(lora=True, lora_rank=8, lora_alpha=16, learning_rate=1e-2, epochs=10, batch_size=1,
+                       warmup_ratio=0.0, logging_steps=4)
+    result = train_sft(tiny, examples[:4], tmp_path / "adapter", config)
+    curve = [r["loss"] for r in result.metrics["loss_curve"]]
+    assert curve[-1] < curve[0] - 0.1
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "adapter" / METRICS_FILE).read_text())["completed"]
+    base = AutoModelForCausalLM.from_pretrained(tiny)
+    batch = torch.tensor([examples[0].input_ids])
+    before = base(batch).logits
+    tuned = PeftModel.from_pretrained(base, tmp_path / "adapter")
+    assert not torch.allclose(tuned(batch).logits, before)
+    assert not (tmp_path / "adapter" / "checkpoints").exists()
+    frozen = SFTConfig(lora=True, learning_rate=0.0, epochs=1, batch_size=4)  # continue the adapter, changing nothing
+    train_sft(tiny, examples[:4], tmp_path / "continued", frozen, init_adapter=tmp_path / "adapter")
+    before, after = weights(tmp_path / "adapter"), weights(tmp_path / "continued")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(tiny, examples, tmp_path):
+    losses = []
+    for checkpointing in (False, True):
+        config = SFTConfig(lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, logging_steps=1,
+                           gradient_checkpointing=checkpointing)
+        losses.append([r["loss"] for r in train_sft(tiny, examples[:4], tmp_path / str(checkpointing), config)
+                       .metrics["loss_curve"]])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_full_finetuning_saves_a_loadable_checkpoint(tiny, examples, tmp_path):
+    config = SFTConfig(lora=False, learning_rate=3e-3, epochs=4, batch_size=8, warmup_ratio=0.0, logging_steps=2)
+    result = train_sft(tiny, examples[:8], tmp_path / "full", config)
+    curve = [r["loss"] for r in result.metrics["loss_curve"]]
+    assert curve[-1] < curve[0]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+    base = AutoModelForCausalLM.from_pretrained(tiny)
+    assert not torch.equal(model.model.embed_tokens.weight, base.model.embed_tokens.weight)
+    assert AutoTokenizer.from_pretrained(tmp_path / "full").chat_template
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(next(Path(path).glob("*.safetensors")))
+
+
+def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tiny, examples, tmp_path):
+    config = SFTConfig(lora=True, lora_rank=4, lora_dropout=0.2, learning_rate=1e-2, epochs=3, batch_size=4,
+                       grad_accumulation=2, logging_steps=1)
+    train_sft(tiny, examples[:16], tmp_path / "straight", config)
+
+    def kill_after_first_epoch(record):  # two steps an epoch: step 3 is in the second epoch
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tiny, examples[:16], tmp_path / "killed", config, on_log=kill_after_first_epoch)
+    assert latest_checkpoint(tmp_path / "killed").name == "step-2.pt"
+    assert not (tmp_path / "killed" / METRICS_FILE).exists()
+    steps = []
+    train_sft(tiny, examples[:16], tmp_path / "killed", config, resume=True, on_log=lambda r: steps.append(r["step"]))
+    assert steps == [3, 4, 5, 6]
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    done = train_sft(tiny, examples[:16], tmp_path / "killed", config, resume=True)  # finished: nothing to do
+    assert done.metrics["steps"] == 6
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(tiny, examples, tmp_path):
+    config = SFTConfig(lora=True, lora_rank=4, epochs=2, batch_size=8, logging_steps=1)
+
+    def kill(record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tiny, examples[:8], tmp_path / "out", config, on_log=kill)
+    with pytest.raises(ValueError, match="other data or settings"):
+        train_sft(tiny, examples[8:16], tmp_path / "out", config, resume=True)
+
+
+def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes, tmp_path, examples):
+    """`accelerate launch` with 2 CPU processes (gloo): the same steps and losses as one
+    process accumulating 2 micro-batches (no dropout, so the runs are comparable)."""
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in episodes[:16]))
+    overrides = ["sft.lora_rank=4", "sft.lora_dropout=0.0", "sft.epochs=2", "sft.batch_size=4", "sft.logging_steps=1",
+                 "sft.learning_rate=0.01", "sft.max_length=512"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "trainers.cli", "sft", "--episodes", str(path), "--model", str(tiny), "--out", str(tmp_path / "ddp"),
+           *overrides]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / METRICS_FILE).read_text())
+    assert ddp["processes"] == 2
+
+    single = SFTConfig(lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, grad_accumulation=2, logging_steps=1,
+                       learning_rate=0.01)
+    one = train_sft(tiny, examples[:16], tmp_path / "one", single).metrics
+    assert [r["step"] for r in ddp["loss_curve"]] == [r["step"] for r in one["loss_curve"]] == [1, 2, 3, 4]
+    for a, b in zip(ddp["loss_curve"], one["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)

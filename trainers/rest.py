@@ -1,0 +1,322 @@
+"""Reinforced Self-Training, read top to bottom like the algorithm box::
+
+    start = behaviour-clone a cost-blind scripted policy        (optional "seed" stage)
+    for iteration in 1..N:
+        grown  = grow(policy)        self-play at training prices, K samples per (task, prices)
+        kept   = filter(grown)       best of each group / rising threshold / above group mean
+        policy = improve(kept)       SFT on the assistant's turns, from the start (ReST-EM) or the last policy
+        evaluate(policy)             held-out and extrapolation prices, against the oracle
+
+State lives only in files under ``run_dir``: each stage writes into its own folder and
+leaves ``done.json`` when finished. ``resume=True`` skips finished stages and picks a
+killed one up where it stopped (episodes from the JSONL log, training from SFT
+checkpoints), so no finished episode or checkpoint is lost or redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from agents.base import Agent
+from agents.baselines import RandomMixture
+from agents.generation import Completion, GenerationBackend
+from agents.llm_assistant import LLMAssistant
+from agents.scripted_user import ScriptedUser
+from trainers.config import ConfigError, RunConfig, load_config, save_config, to_dict
+from trainers.episodes import Episode, EpisodeLog, read_episodes
+from trainers.evaluate import EvalReport, evaluate_policy, split_points
+from trainers.filtering import episode_score, filter_episodes
+from trainers.models import load_policy_model, make_assistant, make_backend, make_user
+from trainers.rollout import RolloutEngine, env_kwargs, summarize
+from trainers.run_logging import RunLogger
+from trainers.sft import build_sft_examples, train_sft
+
+DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What generates: a model checkpoint and, for LoRA, an adapter on it."""
+
+    model: str
+    adapter: str | None
+    name: str
+
+
+# --- stages as files ---------------------------------------------------------------------------
+
+def stage_done(folder: Path) -> dict[str, Any] | None:
+    path = folder / DONE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def mark_done(folder: Path, record: dict[str, Any]) -> None:
+    """Atomically record that the stage in ``folder`` finished."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (DONE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, folder / DONE)
+
+
+def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
+    """Create the run directory and save the resolved config; on resume, insist it matches."""
+    run_dir = Path(cfg.run_dir)
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        if not resume:
+            raise ConfigError(
+                f"{run_dir} already holds a run: pass --resume to continue it, or choose another run_dir"
+            )
+        changed = config_differences(to_dict(load_config(saved)), to_dict(cfg))
+        if changed:
+            raise ConfigError(
+                f"{saved} differs from this config in {', '.join(changed)}: resume with the same config and overrides"
+            )
+    save_config(cfg, saved)
+    return run_dir
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ, each as ``key (saved -> current)``."""
+    out = []
+    for key in dict.fromkeys([*saved, *current]):
+        a, b, name = saved.get(key), current.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name} ({a!r} -> {b!r})")
+    return out
+
+
+# --- agents ------------------------------------------------------------------------------------
+
+class Generators:
+    """The generation backend of the current model. A LoRA policy is a hot-swapped adapter on
+    the same backend (vLLM: a ``LoRARequest``); a fully fine-tuned one loads a new backend."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.model: str | None = None
+        self.backend: GenerationBackend | None = None
+        self.adapters: dict[str, str] = {}  # name -> path registered with the current backend
+
+    def get(self, policy: Policy) -> tuple[GenerationBackend, str | None]:
+        """The backend generating for ``policy`` and the adapter name to pass it (None: no adapter)."""
+        if self.model != policy.model:
+            self.close()
+            self.backend = make_backend(self.cfg.model, policy.model)
+            self.model = policy.model
+        if policy.adapter is None:
+            return self.backend, None
+        if self.adapters.get(policy.name) != policy.adapter:
+            self.backend.add_adapter(policy.name, policy.adapter)
+            self.adapters[policy.name] = policy.adapter
+        return self.backend, policy.name
+
+    def close(self) -> None:
+        """Shut the backend down: a vLLM engine holds its memory (and processes) until then."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+        self.model, self.backend, self.adapters = None, None, {}
+        gc.collect()
+
+
+class SeedPolicy(Agent):
+    """A cost-blind random mixture of moves (``RandomMixture``) whose episodes record the chat
+    in the LLM assistant's prompt format, so that behaviour cloning trains on exactly what the
+    model will see. Each move is drawn from its turn's seed (the rollout engine passes them to
+    ``generate_batch``), so an episode does not depend on the order it was played in and a
+    resumed seed stage plays the same episodes as an uninterrupted one."""
+
+    def __init__(self, weights: dict[str, float], prompt: LLMAssistant, seed: int = 0) -> None:
+        self.weights, self.prompt = dict(weights), prompt
+        self.mixture = RandomMixture(self.weights, seed=seed)
+        self.name = f"seed_{self.mixture.name}"
+
+    def act(self, observation: Any) -> str:
+        return self.mixture.act(observation)
+
+    def generate_batch(self, observations: Sequence[Any], seeds: Sequence[int] | None = None) -> list[Completion]:
+        """One message per observation; with ``seeds``, each move is drawn from its own seed."""
+        if seeds is None:
+            texts = [self.act(o) for o in observations]
+        else:
+            texts = [RandomMixture(self.weights, seed=s).act(o) for o, s in zip(observations, seeds)]
+        return [Completion(t, (), (), "stop") for t in texts]
+
+    def conversation(self, observation: Any) -> list[dict[str, str]]:
+        return self.prompt.conversation(observation)
+
+
+# --- the four steps ----------------------------------------------------------------------------
+
+def stage_seed(iteration: int, salt: int) -> int:
+    """A seed for one stage, derived from the run seed (distinct per stage and iteration)."""
+    return int(np.random.SeedSequence([salt, iteration]).generate_state(1)[0])
+
+
+def grow(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, iteration: int, episodes: int) -> list[Episode]:
+    """Self-play ``episodes`` episodes at training prices, K per (task, prices) group."""
+    engine = RolloutEngine(
+        env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
+        samples_per_group=cfg.rollout.samples_per_group, seed=stage_seed(iteration, cfg.seed),
+        policy_name=assistant.name, iteration=iteration,
+    )
+    return engine.run(episodes, out, progress=True)
+
+
+def improve(cfg: RunConfig, base_model: str, init: Policy, episodes: Sequence[Episode], out: Path,
+            name: str, epochs: int | None = None, on_log: Callable[[dict], None] | None = None) -> Policy:
+    """Fine-tune on ``episodes`` (assistant turns only), starting from ``init``; resumable."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
+    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length)
+    if not examples:
+        raise RuntimeError(f"no training examples for {out}: every kept episode was longer than sft.max_length")
+    sft = cfg.sft if epochs is None else dataclasses.replace(cfg.sft, epochs=epochs)
+    if cfg.sft.lora:
+        result = train_sft(base_model, examples, out, sft, resume=True, init_adapter=init.adapter, on_log=on_log)
+        return Policy(base_model, str(result.path), name)
+    result = train_sft(init.model, examples, out, sft, resume=True, on_log=on_log)
+    return Policy(str(result.path), None, name)
+
+
+def evaluate(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, per_point: int) -> EvalReport:
+    """The policy at the configured evaluation prices (greedy unless eval.temperature > 0)."""
+    return evaluate_policy(
+        assistant, split_points(cfg.eval.splits), per_point, env_kwargs(cfg.env), cfg.seed, out, user=user,
+        num_envs=cfg.rollout.num_envs, baselines=cfg.eval.baselines, bootstrap_samples=cfg.eval.bootstrap_samples,
+        policy_name=assistant.name, progress=True,
+    )
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
+    """Run (or resume) a ReST run; returns the run directory."""
+    run_dir = prepare_run_dir(cfg, resume)
+    started = time.time()
+    logger = RunLogger(run_dir, to_dict(cfg), use_wandb=cfg.wandb.enabled, project=cfg.wandb.project,
+                       entity=cfg.wandb.entity, mode=cfg.wandb.mode)
+    gens = Generators(cfg)
+    try:
+        base_model = load_policy_model(cfg)
+        start = Policy(base_model, cfg.model.adapter, "base")
+        seed_episodes: list[Episode] = []
+
+        def evaluate_stage(policy: Policy, folder: Path, step: int, per_point: int) -> None:
+            record = stage_done(folder)
+            if record is None:
+                backend, adapter = gens.get(policy)
+                assistant = make_assistant(cfg, backend, adapter, cfg.eval.temperature, policy.name)
+                report = evaluate(cfg, assistant, make_user(cfg, backend), folder, per_point)
+                logger.log_eval(report, step)
+                record = {"policy": dataclasses.asdict(policy), "summary": report.summary()}
+                mark_done(folder, record)
+            shown = {k: v for k, v in record["summary"].items() if k.endswith(("/reward", "/regret", "/oracle_agreement"))
+                     or k.startswith("steerability/")}
+            print(f"[eval {policy.name}] " + ", ".join(f"{k}={v:.3f}" for k, v in shown.items()))
+
+        if cfg.rest.seed.enabled:
+            folder = run_dir / "seed"
+            record = stage_done(folder)
+            if record is None:
+                seed_cfg = cfg.rest.seed
+                print(f"[seed] {seed_cfg.episodes} dialogues of a cost-blind random mixture {seed_cfg.weights}")
+                seed_policy = SeedPolicy(seed_cfg.weights, make_assistant(cfg, None, None, 0.0, "seed"), cfg.seed)
+                seed_episodes = grow(cfg, seed_policy, ScriptedUser(), folder / "episodes.jsonl", 0, seed_cfg.episodes)
+                policy = improve(cfg, base_model, start, seed_episodes, folder / "policy", "seed",
+                                 epochs=seed_cfg.epochs, on_log=lambda r: logger.log({f"seed/{k}": v for k, v in r.items()}, 0))
+                mark_done(folder, {"policy": dataclasses.asdict(policy), **summarize(seed_episodes)})
+            else:
+                seed_episodes = read_episodes(folder / "episodes.jsonl")
+                policy = Policy(**record["policy"])
+            start = policy
+            evaluate_stage(start, folder / "eval", 0, cfg.eval.episodes_per_point)
+
+        policy = start
+        for it in range(1, cfg.rest.iterations + 1):
+            folder = run_dir / f"iter-{it}"
+            record = stage_done(folder)
+            if record is None:
+                backend, adapter = gens.get(policy)
+                assistant = make_assistant(cfg, backend, adapter, cfg.sampling.temperature, policy.name)
+                grown = grow(cfg, assistant, make_user(cfg, backend), folder / "grow.jsonl", it, cfg.rest.grow_episodes)
+                kept = filter_episodes(grown, cfg.rest.filter, it)
+                with EpisodeLog(folder / "kept.jsonl") as log:
+                    log.write(kept)
+                if not kept:
+                    raise RuntimeError(
+                        f"iteration {it}: the filter kept none of {len(grown)} grown episodes "
+                        f"({summarize(grown)['move_mix']}); the policy may emit only protocol errors — "
+                        "train the seed stage longer (rest.seed.episodes / rest.seed.epochs) or loosen rest.filter"
+                    )
+                data = list(kept)
+                if cfg.rest.seed_mix > 0 and seed_episodes:
+                    rng = np.random.default_rng([cfg.seed, it])  # per iteration: the same draw on resume
+                    n = min(len(seed_episodes), int(round(cfg.rest.seed_mix * len(kept) / (1 - cfg.rest.seed_mix))))
+                    data += [seed_episodes[i] for i in sorted(rng.choice(len(seed_episodes), n, replace=False))]
+                init = start if cfg.rest.improve_from == "base" else policy
+                print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data)} from {init.name}")
+                policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}",
+                                 on_log=lambda r: logger.log({f"improve/{k}": v for k, v in r.items()}, it))
+                metrics = {f"grow/{k}": v for k, v in summarize(grown).items() if not isinstance(v, dict)}
+                metrics.update({f"grow/move_{m}": v for m, v in summarize(grown)["move_mix"].items()})
+                metrics.update({"filter/kept": len(kept), "filter/kept_mean_score": float(np.mean(
+                    [episode_score(e, cfg.rest.filter) for e in kept])) if kept else float("nan")})
+                logger.log(metrics, it)
+                logger.log_dialogues("grow/dialogues", kept, it)
+                mark_done(folder, {"policy": dataclasses.asdict(policy), **metrics})
+            else:
+                policy = Policy(**record["policy"])
+            last = it == cfg.rest.iterations
+            if cfg.rest.eval_each_iteration or last:
+                per_point = cfg.rest.final_episodes_per_point if last and cfg.rest.final_episodes_per_point else cfg.eval.episodes_per_point
+                evaluate_stage(policy, folder / "eval", it, per_point)
+
+        write_summary(run_dir, time.time() - started)
+    finally:
+        gens.close()
+        logger.finish()
+    return run_dir
+
+
+def write_summary(run_dir: Path, seconds: float) -> Path:
+    """``summary.md``: one section per evaluated policy (its stage's eval/eval.md), in stage order."""
+
+    def order(folder: Path) -> tuple[int, str]:  # seed, then iter-1, iter-2, ..., iter-10
+        name = folder.parent.name
+        return (int(name.split("-")[1]) if name.startswith("iter-") else 0, name)
+
+    lines = [f"# ReST run {run_dir.name}", "", f"wall time of the last invocation: {seconds / 60:.1f} min", ""]
+    for folder in sorted(run_dir.glob("*/eval"), key=order):
+        lines += [f"## {folder.parent.name}\n", (folder / "eval.md").read_text()]
+    path = run_dir / "summary.md"
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+    return path
+
+
+def _run(args: Any) -> int:
+    cfg = load_config(args.config, args.overrides)
+    run_rest(cfg, resume=args.resume)
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    p = sub.add_parser("train", help="run ReST (grow, filter, improve, evaluate) from a YAML config")
+    p.add_argument("config", help="run config YAML, e.g. configs/quickstart.yaml")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in the same run_dir")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    p.set_defaults(func=_run)

@@ -1,0 +1,417 @@
+"""Supervised fine-tuning on episodes: the improve step of ReST.
+
+The loss is next-token cross-entropy on the assistant's own turns only (system prompt,
+user turns and chat-template scaffolding are masked), including each turn's
+end-of-turn token so that the model learns to stop. LoRA (peft) or full fine-tuning.
+
+One plain training loop, run by ``accelerate.Accelerator`` in one process or several
+(``accelerate launch --multi_gpu --num_processes N -m trainers.cli sft ...``;
+without CUDA the processes train on CPU over gloo). Every process knows
+the whole step plan (a seeded permutation per epoch), so each optimizer step averages
+the loss over all of the step's label tokens on all processes, whatever their number.
+
+Resumable: a checkpoint (trainable weights, optimizer, scheduler, loss curve) is written
+at the end of every epoch (and every ``checkpoint_steps``); ``resume=True`` continues from
+the latest. Randomness (dropout) is re-seeded from the step number at every step, so a
+resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainers.config import SFTConfig
+from trainers.episodes import Episode
+
+IGNORE = -100
+METRICS_FILE = "sft_metrics.json"
+CHECKPOINTS = "checkpoints"
+_PROBE = "<<sft-probe>>"  # an assistant message rendered to read the template's end-of-turn text
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One tokenised episode; ``labels`` is ``input_ids`` with every non-assistant token set to -100."""
+
+    episode_id: str
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """Where the trained model is (an adapter dir or a full checkpoint) and the run's metrics."""
+
+    path: Path
+    metrics: dict[str, Any]
+
+
+# --- examples -------------------------------------------------------------------------------
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(chat: Sequence[dict[str, str]], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
+    """The chat rendered by the tokenizer's template, and the character span of each assistant turn.
+
+    A turn's span starts where the generation prompt ends (what the model saw when it
+    wrote the turn) and ends after the template's end-of-turn text (``<|im_end|>``,
+    ``<|end|>``, ...), without trailing whitespace. Raises ``ValueError`` when the
+    template does not render the chat incrementally.
+    """
+    text = _render(tokenizer, chat)
+    spans = []
+    for i, message in enumerate(chat):
+        if message["role"] != "assistant":
+            continue
+        prompt = _render(tokenizer, chat[:i], generation_prompt=True)
+        if not text.startswith(prompt):
+            raise ValueError(
+                f"the chat template does not render message {i} incrementally: the prompt for it is not a "
+                "prefix of the whole chat, so the assistant's tokens cannot be told apart"
+            )
+        probe = _render(tokenizer, [*chat[:i], {"role": "assistant", "content": _PROBE}])
+        end_of_turn = probe[probe.index(_PROBE) + len(_PROBE):].rstrip()
+        content_at = text.find(message["content"], len(prompt))
+        end = content_at + len(message["content"])
+        if content_at < 0 or not text.startswith(end_of_turn, end):
+            raise ValueError(f"assistant message {i} is not followed by the end-of-turn text {end_of_turn!r}")
+        spans.append((len(prompt), end + len(end_of_turn)))
+    return text, spans
+
+
+def build_sft_examples(episodes: Sequence[Episode], tokenizer: Any, max_length: int) -> list[SFTExample]:
+    """Tokenise each episode's ``chat``; only the assistant's turns carry labels.
+
+    Episodes longer than ``max_length`` tokens are dropped (truncation would cut the
+    final turn or the prompt it answers); ``ValueError`` if that leaves none.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("build_sft_examples needs a fast tokenizer (character offsets locate the assistant's tokens)")
+    examples, too_long = [], 0
+    for episode in episodes:
+        if not any(m["role"] == "assistant" for m in episode.chat):
+            raise ValueError(f"episode {episode.episode_id} has no assistant message in its chat")
+        text, spans = assistant_spans(episode.chat, tokenizer)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
+        if len(ids) > max_length:
+            too_long += 1
+            continue
+        labels = [
+            token if any(start <= first < end for start, end in spans) else IGNORE
+            for token, (first, _) in zip(ids, encoded["offset_mapping"])
+        ]
+        examples.append(SFTExample(episode.episode_id, ids, labels))
+    if not examples:
+        raise ValueError(f"no SFT examples: all {too_long} episodes are longer than max_length={max_length} tokens")
+    if too_long:
+        print(f"[sft] dropped {too_long} of {len(episodes)} episodes longer than max_length={max_length} tokens")
+    return examples
+
+
+# --- the step plan ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Which examples each optimizer step uses: a seeded permutation per epoch, cut into
+    global batches of ``batch_size * grad_accumulation * processes`` examples. A last batch
+    smaller than the number of processes is dropped (every process needs an example)."""
+
+    num_examples: int
+    global_batch: int
+    processes: int
+    seed: int
+    epochs: int
+    max_steps: int
+
+    @classmethod
+    def make(cls, num_examples: int, config: SFTConfig, processes: int) -> "StepPlan":
+        if num_examples < processes:
+            raise ValueError(f"{num_examples} examples cannot feed {processes} processes")
+        global_batch = config.batch_size * config.grad_accumulation * processes
+        return cls(num_examples, global_batch, processes, config.seed, config.epochs, config.max_steps)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_examples // self.global_batch + (self.num_examples % self.global_batch >= self.processes)
+
+    @property
+    def total_steps(self) -> int:
+        """``max_steps`` when set, else ``epochs`` passes over the data."""
+        return self.max_steps if self.max_steps > 0 else self.steps_per_epoch * self.epochs
+
+    def examples(self, step: int) -> list[int]:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.seed + epoch))
+        return order[index * self.global_batch : (index + 1) * self.global_batch].tolist()
+
+    def is_epoch_end(self, step: int) -> bool:
+        return (step + 1) % self.steps_per_epoch == 0
+
+
+def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch: input_ids and attention_mask and labels, shape (batch, longest)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
+    labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
+    mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]
+    columns = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return {k: torch.tensor(v, device=device) for k, v in columns.items()}
+
+
+def _label_tokens(example: SFTExample) -> int:
+    return sum(1 for label in example.labels[1:] if label != IGNORE)
+
+
+# --- model ---------------------------------------------------------------------------------
+
+def use_bf16(setting: bool | str) -> bool:
+    """``"auto"``: bf16 where a CUDA GPU supports it; otherwise the boolean itself."""
+    if setting == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(setting)
+
+
+def load_trainable_model(model_path: str | Path, config: SFTConfig, bf16: bool, init_adapter: str | Path | None):
+    """The model to train: LoRA on a frozen base (bf16 base weights when training in bf16:
+    they never change), or every weight in float32 for full fine-tuning."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    dtype = torch.bfloat16 if bf16 and config.lora else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not config.lora:
+        if init_adapter is not None:
+            raise ValueError("init_adapter needs sft.lora=true")
+        return model
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def _fingerprint(examples: Sequence[SFTExample], config: SFTConfig, processes: int, start: Any) -> str:
+    """What a checkpoint must agree on to be resumed: data, settings, process count, starting weights."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("logging_steps", "checkpoint_steps")}
+    h = hashlib.sha256(json.dumps([settings, processes, start]).encode())
+    for e in examples:
+        h.update(json.dumps([e.input_ids, e.labels]).encode())
+    return h.hexdigest()
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint with the most steps in ``out_dir/checkpoints`` (None if none)."""
+    found = sorted(Path(out_dir, CHECKPOINTS).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return found[-1] if found else None
+
+
+def _save_checkpoint(out: Path, state: dict[str, Any]) -> None:
+    """Write atomically (a kill mid-write leaves the previous checkpoint), then drop older ones."""
+    folder = out / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{state['step']}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    for old in folder.glob("step-*.pt"):
+        if old != path:
+            old.unlink()
+
+
+def _restore(checkpoint: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any) -> tuple[int, list]:
+    """Load a checkpoint into the (unwrapped) model, optimizer and scheduler; returns its step
+    and loss curve. Refuses one written for other data or settings."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{checkpoint} was written for other data or settings; delete {checkpoint.parent} to restart"
+        )
+    missing = set(state["trainable"]) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{checkpoint} holds weights the model lacks: {sorted(missing)[:3]}")
+    model.load_state_dict(state["trainable"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state["loss_curve"]
+
+
+# --- training ------------------------------------------------------------------------------
+
+def train_sft(
+    model_path: str | Path,
+    examples: Sequence[SFTExample],
+    out_dir: str | Path,
+    config: SFTConfig,
+    resume: bool = False,
+    init_adapter: str | Path | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> SFTResult:
+    """Fine-tune ``model_path`` on ``examples``; save the adapter (LoRA) or the whole model,
+    the tokenizer and ``sft_metrics.json`` (loss curve) to ``out_dir``.
+
+    ``resume=True`` continues from the latest checkpoint in ``out_dir`` (or returns the
+    finished result if ``out_dir`` already holds one). ``init_adapter`` continues training
+    an existing LoRA adapter instead of a fresh one. ``on_log`` receives each logged record
+    (main process only).
+    """
+    out = Path(out_dir)
+    if resume and (out / METRICS_FILE).exists():
+        return SFTResult(out, json.loads((out / METRICS_FILE).read_text()))
+    started = time.time()
+    bf16 = use_bf16(config.bf16)
+    # cpu=True without CUDA: then `accelerate launch --multi_gpu` (or torchrun) starts gloo CPU processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    set_seed(config.seed)  # the fresh LoRA weights
+    model = load_trainable_model(model_path, config, bf16, init_adapter)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    processes = accelerator.num_processes
+    plan = StepPlan.make(len(examples), config, processes)
+    # Not accelerator.prepare'd: that would step the schedule once per process.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(plan.total_steps, config.warmup_ratio))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    fingerprint = _fingerprint(examples, config, processes, [str(model_path), str(init_adapter)])
+
+    start, curve = 0, []
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        start, curve = _restore(checkpoint, fingerprint, accelerator.unwrap_model(model), optimizer, scheduler)
+        accelerator.print(f"[sft] resumed from {checkpoint} at step {start}/{plan.total_steps}")
+
+    model.train()
+    window_loss = window_tokens = 0.0
+    for step in range(start, plan.total_steps):
+        set_seed(config.seed + step, device_specific=True)  # dropout depends on the step alone: resumable
+        chosen = plan.examples(step)
+        step_tokens = sum(_label_tokens(examples[i]) for i in chosen)
+        share = chosen[accelerator.process_index :: processes]
+        micro_batches = [share[j : j + config.batch_size] for j in range(0, len(share), config.batch_size)]
+        local_loss = 0.0
+        for j, micro in enumerate(micro_batches):
+            batch = _collate([examples[i] for i in micro], pad_id, accelerator.device)
+            # Gradients are all-reduced (averaged over processes) on the last micro-batch only.
+            with accelerator.no_sync(model) if j < len(micro_batches) - 1 else nullcontext():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                token_losses = F.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                    ignore_index=IGNORE, reduction="sum",
+                )
+                accelerator.backward(token_losses * processes / max(step_tokens, 1))
+            local_loss += token_losses.item()
+        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_loss += accelerator.reduce(torch.tensor(local_loss, device=accelerator.device), "sum").item()
+        window_tokens += step_tokens
+
+        done = step + 1
+        if done % config.logging_steps == 0 or done == plan.total_steps:
+            record = {
+                "step": done, "epoch": round(done / plan.steps_per_epoch, 4),
+                "loss": window_loss / max(window_tokens, 1), "lr": scheduler.get_last_lr()[0], "tokens": window_tokens,
+            }
+            curve.append(record)
+            window_loss = window_tokens = 0.0
+            accelerator.print(f"[sft] step {done}/{plan.total_steps} loss {record['loss']:.4f} lr {record['lr']:.2e}")
+            if on_log is not None and accelerator.is_main_process:
+                on_log(record)
+        periodic = config.checkpoint_steps > 0 and done % config.checkpoint_steps == 0
+        if done < plan.total_steps and (plan.is_epoch_end(step) or periodic):
+            if accelerator.is_main_process:
+                named = accelerator.unwrap_model(model).named_parameters()
+                trained = {n: p.detach().cpu() for n, p in named if p.requires_grad}
+                _save_checkpoint(out, {
+                    "step": done, "trainable": trained, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "loss_curve": curve, "fingerprint": fingerprint,
+                })
+            accelerator.wait_for_everyone()
+
+    metrics = {
+        "completed": True, "steps": plan.total_steps, "examples": len(examples), "processes": processes,
+        "label_tokens": sum(map(_label_tokens, examples)), "final_loss": curve[-1]["loss"] if curve else None,
+        "loss_curve": curve, "seconds": round(time.time() - started, 2), "lora": config.lora, "bf16": bf16,
+        "base_model": str(model_path), "config": asdict(config),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        accelerator.unwrap_model(model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        print(f"[sft] saved {out} (final loss {metrics['final_loss']})")
+        for leftover in (out / CHECKPOINTS).glob("*"):
+            leftover.unlink()
+        if (out / CHECKPOINTS).exists():
+            (out / CHECKPOINTS).rmdir()
+    accelerator.wait_for_everyone()
+    return SFTResult(out, metrics)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+def _run(args: argparse.Namespace) -> int:
+    from agents.model_fetch import resolve_model
+    from trainers.config import load_config
+    from trainers.episodes import read_episodes
+
+    config = load_config(args.config, args.overrides)
+    model = resolve_model(args.model or config.model.name)
+    episodes = [e for path in args.episodes for e in read_episodes(path)]
+    if not episodes:
+        raise SystemExit(f"no episodes in {', '.join(args.episodes)}")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    examples = build_sft_examples(episodes, tokenizer, config.sft.max_length)
+    train_sft(model, examples, args.out, config.sft, resume=args.resume, init_adapter=args.init_adapter)
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sft", help="fine-tune on episodes (loss on the assistant's turns); several processes via "
+        "`accelerate launch --multi_gpu --num_processes N -m trainers.cli sft ...`",
+    )
+    p.add_argument("--config", default=None, help="YAML run config (its sft section); defaults if omitted")
+    p.add_argument("--episodes", nargs="+", required=True, help="episode JSONL files to train on")
+    p.add_argument("--out", required=True, help="where the adapter or checkpoint goes")
+    p.add_argument("--model", default=None, help="base model dir or known name (default: the config's model.name)")
+    p.add_argument("--init-adapter", default=None, help="continue training this LoRA adapter")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. sft.epochs=2")
+    p.set_defaults(func=_run)
