@@ -36,12 +36,14 @@ class UserReply:
     completion: Completion | None = None
 
 
+def _who_you_are(request: UserRequest, asked: str) -> str:
+    interp = request.interpretation
+    return f'{asked}: "{request.task.query}"\nWhat you really mean: "{interp.question}" (that is, {interp.facet}).\n'
+
+
 def clarify_conversation(request: UserRequest) -> list[dict[str, str]]:
     """The prompt for replying to the assistant's clarifying question."""
-    interp = request.interpretation
-    system = (
-        f'You are a user who asked an assistant: "{request.task.query}"\n'
-        f'What you really mean: "{interp.question}" (that is, {interp.facet}).\n'
+    system = _who_you_are(request, "You are a user who asked an assistant") + (
         "The assistant asks you a clarifying question. Reply in one short sentence that says "
         "what you mean. You do not know the answer to your question: never guess it."
     )
@@ -50,10 +52,7 @@ def clarify_conversation(request: UserRequest) -> list[dict[str, str]]:
 
 def extract_conversation(request: UserRequest) -> list[dict[str, str]]:
     """The prompt for taking one's own answer from the assistant's enumeration."""
-    interp = request.interpretation
-    system = (
-        f'You asked an assistant: "{request.task.query}"\n'
-        f'What you really mean: "{interp.question}" (that is, {interp.facet}).\n'
+    system = _who_you_are(request, "You asked an assistant") + (
         "The assistant answered several meanings. Reply with only the answer for your meaning, "
         "copied from the response, and nothing else."
     )

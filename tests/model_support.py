@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,26 @@ def require_vllm() -> None:
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+def lively_tiny_model(directory: Path, hidden_size: int, intermediate_size: int) -> Path:
+    """A 2-layer tiny model with a lively init (std 0.1), so that the untrained model's
+    outputs depend on the prompt."""
+    from agents.tiny_model import build_tiny_model
+
+    return build_tiny_model(
+        directory, CORPUS, vocab_size=400, hidden_size=hidden_size, num_layers=2, num_heads=2,
+        intermediate_size=intermediate_size, initializer_range=0.1,
+    )
+
+
+def random_lora_adapter(model: Path, directory: Path) -> Path:
+    """A LoRA adapter with random (not identity) weights on ``model``, saved by peft."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model), config).save_pretrained(directory)
+    return directory

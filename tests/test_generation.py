@@ -13,28 +13,19 @@ from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
 from agents.tiny_model import build_tiny_model
 
-from model_support import CONVERSATIONS, CORPUS
+from model_support import CONVERSATIONS, CORPUS, lively_tiny_model, random_lora_adapter
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # A lively init (std 0.1) so that the untrained model's outputs depend on the prompt.
-    return build_tiny_model(
-        tmp_path_factory.mktemp("tiny") / "model", CORPUS, vocab_size=400, hidden_size=64, num_layers=2,
-        num_heads=2, intermediate_size=128, initializer_range=0.1,
-    )
+    return lively_tiny_model(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
 def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter with random (not identity) weights, saved by peft."""
-    torch.manual_seed(1)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    path = tmp_path_factory.mktemp("adapter") / "lora"
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(path)
-    return path
+    return random_lora_adapter(tiny, tmp_path_factory.mktemp("adapter") / "lora")
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
-from agents.tiny_model import build_tiny_model
 from agents.vllm_backend import VLLMBackend
 
-from model_support import CONVERSATIONS, CORPUS, require_vllm
+from model_support import CONVERSATIONS, lively_tiny_model, random_lora_adapter, require_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -24,20 +20,13 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=16)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # head_dim 64, which every vLLM attention backend supports; a lively init so outputs vary.
-    return build_tiny_model(
-        tmp_path_factory.mktemp("tiny") / "model", CORPUS, vocab_size=400, hidden_size=128, num_layers=2,
-        num_heads=2, intermediate_size=256, initializer_range=0.1,
-    )
+    # head_dim 64, which every vLLM attention backend supports.
+    return lively_tiny_model(tmp_path_factory.mktemp("tiny") / "model", hidden_size=128, intermediate_size=256)
 
 
 @pytest.fixture(scope="module")
 def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    path = tmp_path_factory.mktemp("adapter") / "lora"
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(path)
-    return path
+    return random_lora_adapter(tiny, tmp_path_factory.mktemp("adapter") / "lora")
 
 
 @pytest.fixture(scope="module")
