@@ -108,10 +108,14 @@ def few_shot_demos(k: int, max_questions: int = 1) -> tuple[Demo, ...]:
     return tuple(demos)
 
 
-def _with_header(header: str, messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """The dialogue with ``header`` on top of its first (user) message."""
-    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+def _with_header(header: str, messages: Sequence[Mapping[str, str]], example: bool = False) -> list[dict[str, Any]]:
+    """The dialogue with ``header`` on top of its first (user) message. Turns of a worked
+    example carry ``"example": True`` (templates ignore it; SFT does not train on them)."""
+    turns: list[dict[str, Any]] = [{"role": m["role"], "content": m["content"]} for m in messages]
     turns[0]["content"] = f"{header.rstrip()}\n{turns[0]['content']}"
+    if example:
+        for t in turns:
+            t["example"] = True
     return turns
 
 
@@ -170,7 +174,7 @@ class LLMAssistant(Agent):
         header = self.header(observation_costs(observation), observation["context"] or None, observation["system"])
         demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
         if self.few_shot_format == "turns":
-            turns = [t for d in demos for t in _with_header(self.header(d.costs, d.context), d.messages)]
+            turns = [t for d in demos for t in _with_header(self.header(d.costs, d.context), d.messages, example=True)]
             return turns + _with_header(header, observation["messages"])
         if demos:
             header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"

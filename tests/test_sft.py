@@ -95,6 +95,20 @@ def test_labels_are_exactly_the_assistant_turns_with_their_end_token(episodes, t
                                               add_special_tokens=False)["input_ids"]
 
 
+def test_worked_example_turns_get_no_labels(episodes, tokenizer):
+    from dataclasses import replace
+
+    from agents.llm_assistant import LLMAssistant
+
+    prompt = LLMAssistant(None, prompt_style="compact", few_shot=2, few_shot_format="turns")
+    env_obs = {"system": "", "context": "", "costs": [0.1, 0.01], "questions_asked": 0,
+               "messages": [{"role": "user", "content": "Who won?"}], "query": "Who won?"}
+    chat = [*prompt.conversation(env_obs), {"role": "assistant", "content": "ANSWER: Ron"}]
+    assert sum(1 for m in chat if m["role"] == "assistant" and m.get("example")) >= 2
+    example = build_sft_examples([replace(episodes[0], chat=chat)], tokenizer, max_length=4096)[0]
+    assert labelled_runs(example, tokenizer) == ["ANSWER: Ron<|end|>"]
+
+
 def test_overlong_episodes_are_dropped_and_none_left_is_an_error(episodes, tokenizer, examples):
     lengths = sorted(len(e.input_ids) for e in examples)
     cut = lengths[len(lengths) // 2]

@@ -67,7 +67,8 @@ def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_promp
 
 
 def assistant_spans(chat: Sequence[dict[str, str]], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
-    """The chat rendered by the tokenizer's template, and the character span of each assistant turn.
+    """The chat rendered by the tokenizer's template, and the character span of each assistant
+    turn (worked-example turns, marked ``"example": True``, are not the policy's and get none).
 
     A turn's span starts where the generation prompt ends (what the model saw when it
     wrote the turn) and ends after the template's end-of-turn text (``<|im_end|>``,
@@ -77,7 +78,7 @@ def assistant_spans(chat: Sequence[dict[str, str]], tokenizer: Any) -> tuple[str
     text = _render(tokenizer, chat)
     spans = []
     for i, message in enumerate(chat):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or message.get("example"):
             continue
         prompt = _render(tokenizer, chat[:i], generation_prompt=True)
         if not text.startswith(prompt):
