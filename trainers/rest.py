@@ -256,10 +256,11 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 kept = filter_episodes(grown, cfg.rest.filter, it)
                 with EpisodeLog(folder / "kept.jsonl") as log:
                     log.write(kept)
+                grown_summary = summarize(grown)
                 if not kept:
                     raise RuntimeError(
                         f"iteration {it}: the filter kept none of {len(grown)} grown episodes "
-                        f"({summarize(grown)['move_mix']}); the policy may emit only protocol errors — "
+                        f"({grown_summary['move_mix']}); the policy may emit only protocol errors — "
                         "train the seed stage longer (rest.seed.episodes / rest.seed.epochs) or loosen rest.filter"
                     )
                 data = list(kept)
@@ -271,10 +272,10 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data)} from {init.name}")
                 policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}",
                                  on_log=lambda r: logger.log({f"improve/{k}": v for k, v in r.items()}, it))
-                metrics = {f"grow/{k}": v for k, v in summarize(grown).items() if not isinstance(v, dict)}
-                metrics.update({f"grow/move_{m}": v for m, v in summarize(grown)["move_mix"].items()})
-                metrics.update({"filter/kept": len(kept), "filter/kept_mean_score": float(np.mean(
-                    [episode_score(e, cfg.rest.filter) for e in kept])) if kept else float("nan")})
+                metrics = {f"grow/{k}": v for k, v in grown_summary.items() if not isinstance(v, dict)}
+                metrics.update({f"grow/move_{m}": v for m, v in grown_summary["move_mix"].items()})
+                metrics.update({"filter/kept": len(kept),
+                                "filter/kept_mean_score": float(np.mean([episode_score(e, cfg.rest.filter) for e in kept]))})
                 logger.log(metrics, it)
                 logger.log_dialogues("grow/dialogues", kept, it)
                 mark_done(folder, {"policy": dataclasses.asdict(policy), **metrics})
