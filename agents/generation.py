@@ -58,6 +58,7 @@ class GenerationBackend(ABC):
     """Generates completions for chat conversations, optionally under a LoRA adapter."""
 
     tokenizer: Any  # a Hugging Face tokenizer with a chat template
+    adapters: Mapping[str, Any]  # the registered adapters by name
 
     @abstractmethod
     def generate(
@@ -79,6 +80,15 @@ class GenerationBackend(ABC):
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Register the peft LoRA adapter saved in directory ``path`` under ``name``."""
 
+    def check_request(
+        self, conversations: Sequence[Conversation], adapter: str | None, seeds: Sequence[int] | None
+    ) -> None:
+        """Refuse an adapter that was never registered, or a seed count that is not one per conversation."""
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
+        if seeds is not None and len(seeds) != len(conversations):
+            raise ValueError(f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations")
+
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """The prompt token ids of each conversation, ready for the assistant's turn."""
         texts = [
@@ -86,11 +96,6 @@ class GenerationBackend(ABC):
             for c in conversations
         ]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-
-
-def check_seeds(conversations: Sequence[Conversation], seeds: Sequence[int] | None) -> None:
-    if seeds is not None and len(seeds) != len(conversations):
-        raise ValueError(f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations")
 
 
 def sample_seed(seed: int, sample: int) -> int:

@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.generation import (
-    Completion, Conversation, GenerationBackend, SamplingParams, check_seeds, cut_at_stop, sample_seed,
+    Completion, Conversation, GenerationBackend, SamplingParams, cut_at_stop, sample_seed,
 )
 
 
@@ -96,9 +96,7 @@ class TransformersBackend(GenerationBackend):
         seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         """See ``GenerationBackend.generate``."""
-        if adapter is not None and adapter not in self.adapters:
-            raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
-        check_seeds(conversations, seeds)
+        self.check_request(conversations, adapter, seeds)
         prompts = self.render(conversations)
         rows = [p for p in prompts for _ in range(sampling.n)]
         row_seeds = None if seeds is None else [sample_seed(s, j) for s in seeds for j in range(sampling.n)]

@@ -61,12 +61,6 @@ def compact_system(costs: Costs, context: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def observation_costs(observation: Mapping[str, Any]) -> Costs:
-    """The prices of an observation (its ``costs`` array holds float32 values: round them back)."""
-    question, word = (float(x) for x in observation["costs"])
-    return Costs(round(question, QUESTION_DECIMALS + 3), round(word, WORD_DECIMALS + 3))
-
-
 @dataclass(frozen=True)
 class Demo:
     """A worked example: an oracle dialogue with the scripted user, and what its assistant saw."""
@@ -171,7 +165,7 @@ class LLMAssistant(Agent):
 
     def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
         """The chat the model continues: the prompt, then the dialogue so far."""
-        header = self.header(observation_costs(observation), observation["context"] or None, observation["system"])
+        header = self.header(Costs.from_array(observation["costs"]), observation["context"] or None, observation["system"])
         demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
         if self.few_shot_format == "turns":
             turns = [t for d in demos for t in _with_header(self.header(d.costs, d.context), d.messages, example=True)]

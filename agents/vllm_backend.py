@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams, check_seeds
+from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
 
 
 class VLLMBackend(GenerationBackend):
@@ -79,9 +79,7 @@ class VLLMBackend(GenerationBackend):
         """See ``GenerationBackend.generate`` (``seeds`` become per-request vLLM seeds)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        if adapter is not None and adapter not in self.adapters:
-            raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
-        check_seeds(conversations, seeds)
+        self.check_request(conversations, adapter, seeds)
 
         def params_for(seed: int | None) -> Any:
             return VLLMSamplingParams(

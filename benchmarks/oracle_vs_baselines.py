@@ -21,22 +21,11 @@ import numpy as np
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy
 from clarify_env.costs import Costs
 from clarify_env.env import ClarifyEnv
+from clarify_env.oracle import policy_expectation
 
 RESULTS = Path(__file__).parent / "results"
 QUESTION_PRICES = (0.0, 0.05, 0.15, 0.3, 0.5, 0.8)
 WORD_PRICES = (0.0, 0.005, 0.015, 0.03, 0.06, 0.1)
-
-
-def expected_reward(env: ClarifyEnv, policy, task, costs: Costs) -> float:
-    total = 0.0
-    for index, prior in enumerate(task.priors):
-        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
-            done = terminated or truncated
-        total += prior * reward
-    return total
 
 
 def main() -> int:
@@ -55,7 +44,7 @@ def main() -> int:
     for q in QUESTION_PRICES:
         for w in WORD_PRICES:
             costs = Costs(q, w)
-            means = {name: float(np.mean([expected_reward(env, p, t, costs) for t in tasks])) for name, p in policies.items()}
+            means = {name: float(np.mean([policy_expectation(env, p, t, costs)[0] for t in tasks])) for name, p in policies.items()}
             means["random_mixture"] = float(np.mean([means["always_answer"], means["always_multi"], means["always_clarify"]]))
             best_baseline = max(v for k, v in means.items() if k != "oracle")
             if means["oracle"] < best_baseline - 1e-9:

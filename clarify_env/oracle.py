@@ -13,7 +13,7 @@ assistant's visible context (``context_meanings``: what a policy can act on).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from clarify_env.context import parse_context
 from clarify_env.costs import Costs
@@ -119,3 +119,19 @@ def best(values: dict[Move, MoveValue]) -> MoveValue:
 def oracle_value(task: Task, costs: Costs, max_questions: int = 1, metric: str = "f1") -> MoveValue:
     """The Bayes-optimal move for a task and its expected reward: the ceiling for any policy."""
     return best(move_values(task_meanings(task), costs, task.query, max_questions, metric))
+
+
+def policy_expectation(env: Any, policy: Any, task: Task, costs: Costs) -> tuple[float, float]:
+    """Exact expected reward and final-response words of a deterministic ``policy`` (any
+    object with ``act``) on ``task``: one episode of ``env`` per meaning, weighted by its prior."""
+    reward = words = 0.0
+    for index, prior in enumerate(task.priors):
+        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
+        total, done, info = 0.0, False, {}
+        while not done:
+            obs, r, terminated, truncated, info = env.step(policy.act(obs))
+            total += r
+            done = terminated or truncated
+        reward += prior * total
+        words += prior * info["reward_components"]["words"]
+    return reward, words

@@ -3,7 +3,7 @@ import pytest
 
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
 from clarify_env import ClarifyEnv, Costs, Move
-from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
+from clarify_env.oracle import context_meanings, move_values, oracle_value, policy_expectation, task_meanings
 
 
 def values(task, q, w):
@@ -45,19 +45,6 @@ def test_context_meanings_equal_task_meanings_on_synthetic_tasks():
         assert np.allclose([m.prior for m in t], [m.prior for m in c])
 
 
-def exact_mean_reward(env, policy, task, costs):
-    """Expected reward of a deterministic policy: the prior-weighted reward over meanings."""
-    total = 0.0
-    for index, prior in enumerate(task.priors):
-        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-            done = terminated or truncated
-        total += prior * reward
-    return total, info
-
-
 def test_oracle_policy_realises_the_oracle_value_exactly():
     env = ClarifyEnv(source="synthetic")
     policy = OraclePolicy()
@@ -66,7 +53,7 @@ def test_oracle_policy_realises_the_oracle_value_exactly():
         env.reset(seed=seed)
         task = env.task
         costs = Costs(round(float(rng.uniform(0, 0.6)), 3), round(float(rng.uniform(0, 0.06)), 4))
-        realised, _ = exact_mean_reward(env, policy, task, costs)
+        realised, _ = policy_expectation(env, policy, task, costs)
         assert realised == pytest.approx(oracle_value(task, costs).expected_reward, abs=1e-6), task.id
 
 
@@ -100,9 +87,9 @@ def test_oracle_beats_every_fixed_baseline_in_expectation(q, w):
     for seed in range(150):
         env.reset(seed=seed)
         task = env.task
-        means[0] += exact_mean_reward(env, OraclePolicy(), task, costs)[0]
+        means[0] += policy_expectation(env, OraclePolicy(), task, costs)[0]
         for k, p in enumerate(policies, 1):
-            means[k] += exact_mean_reward(env, p, task, costs)[0]
+            means[k] += policy_expectation(env, p, task, costs)[0]
     assert means[0] >= means[1:].max() - 1e-9
 
 

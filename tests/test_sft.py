@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import OraclePolicy, ScriptedUser
-from agents.llm_assistant import compact_system, observation_costs
+from agents.llm_assistant import compact_system
+from clarify_env.costs import Costs
 from agents.tiny_model import build_tiny_model
 from trainers.config import SFTConfig
 from trainers.rollout import RolloutEngine
@@ -32,7 +33,7 @@ class CompactOracle(OraclePolicy):
     """The oracle, recorded in the tiny model's compact prompt format."""
 
     def conversation(self, observation):
-        system = compact_system(observation_costs(observation), observation["context"])
+        system = compact_system(Costs.from_array(observation["costs"]), observation["context"])
         return [{"role": "system", "content": system}, *(dict(m) for m in observation["messages"])]
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from agents.base import Agent
 from clarify_env.costs import Costs, make_cost_sampler
 from clarify_env.env import ClarifyEnv
-from clarify_env.oracle import MoveValue, best, move_values, task_meanings
+from clarify_env.oracle import MoveValue, best, move_values, policy_expectation, task_meanings
 from clarify_env.sources import make_source
 from clarify_env.tasks import Task
 from trainers.episodes import Episode, read_episodes
@@ -155,22 +155,6 @@ def steerability(points: Sequence[PointMetrics]) -> dict[str, dict[str, float | 
 
 # --- per-point metrics ---------------------------------------------------------------------
 
-def baseline_values(task: Task, costs: Costs, policy: Agent, env: ClarifyEnv) -> tuple[float, float]:
-    """Expected reward and words of a deterministic policy on a task: played against every
-    meaning with ``env``'s user, weighted by the meanings' priors."""
-    reward = words = 0.0
-    for index, prior in enumerate(task.priors):
-        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
-        total, done, info = 0.0, False, {}
-        while not done:
-            obs, r, terminated, truncated, info = env.step(policy.act(obs))
-            total += r
-            done = terminated or truncated
-        reward += prior * total
-        words += prior * info["reward_components"]["words"]
-    return reward, words
-
-
 def _move_values(task: Task, costs: Costs, env: ClarifyEnv) -> dict[Any, MoveValue]:
     """Every move's exact expected reward on ``task`` (what ``oracle_value`` maximises)."""
     return move_values(task_meanings(task), costs, task.query, env.max_questions, env.accuracy_metric)
@@ -211,7 +195,7 @@ def point_metrics(
     task_counts = collections.Counter(e.task_id for e in episodes)
     reference = {}
     for name, policy in baselines.items():
-        per_task = {tid: baseline_values(task_of[tid], costs, policy, env) for tid in task_counts}
+        per_task = {tid: policy_expectation(env, policy, task_of[tid], costs) for tid in task_counts}
         reference[name] = {
             "reward": sum(c * per_task[t][0] for t, c in task_counts.items()) / n,
             "words": sum(c * per_task[t][1] for t, c in task_counts.items()) / n,
