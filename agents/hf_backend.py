@@ -15,14 +15,43 @@ from agents.generation import (
 )
 
 
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (torch has no uint64 arithmetic)
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (``>>`` on int64 is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 tensors (multiplication wraps modulo 2**64)."""
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+def counter_uniform(row_keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniforms in (0, 1), shape (rows, vocab): element (r, v) is draw number ``step * vocab + v``
+    of SplitMix64 seeded with ``row_keys[r]``. Counter-based, so one vectorised call serves
+    a whole batch and each row's draws depend on its own key alone."""
+    counters = (step * vocab + torch.arange(vocab, dtype=torch.int64)) * _GOLDEN
+    bits = _splitmix64(row_keys[:, None] + counters[None, :] + _GOLDEN)
+    return (_shift_right(bits, 11).double() + 0.5) * 2.0**-53
+
+
 class PerRowSampler(LogitsProcessor):
     """Sampling with one random stream per row (Gumbel-max: the argmax of logits/T plus
     Gumbel noise is a draw from softmax(logits/T)), run under greedy decoding. Row i's
-    draws depend on its own seed alone, so a sample does not change with the rest of the batch."""
+    draws depend on its own seed alone (a counter-based generator: ``counter_uniform``), so
+    a sample does not change with the rest of the batch, and the noise for all rows is one
+    vectorised computation per step."""
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.keys = _splitmix64(torch.tensor([int(s) % 2**63 for s in seeds], dtype=torch.int64))
         self.temperature, self.top_p = temperature, top_p
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float() / self.temperature
@@ -31,10 +60,10 @@ class PerRowSampler(LogitsProcessor):
             probs = sorted_scores.softmax(dim=-1)
             drop_sorted = probs.cumsum(dim=-1) - probs >= self.top_p
             scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-        vocab = scores.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
-        return scores + gumbel
+        uniform = counter_uniform(self.keys, self.step, scores.shape[-1])
+        self.step += 1
+        gumbel = -torch.log(-torch.log(uniform))
+        return scores + gumbel.to(scores.device, torch.float32)
 
 
 class TransformersBackend(GenerationBackend):

@@ -11,11 +11,13 @@ Two prompt styles:
       62% 1987 series: Varo Melkin
       38% 2012 series: Dessa Quorn
 
-  (the prices with the env's fixed decimals, then one line per meaning of the context:
-  its share of users, then ``facet: answer`` exactly as a MULTI item writes it, so that
-  the messages a model learns are copies of spans of its prompt; no meaning line for a
-  closed-book task). The tiny tokenizer keeps every digit its own token, so the prices
-  stay legible.
+  (the prices with the env's fixed decimals, then one line per meaning of the context,
+  likeliest first: its share of users, then ``facet: answer`` exactly as a MULTI item
+  writes it, so that the messages a model learns are copies of spans of its prompt; no
+  meaning line for a closed-book task). The tiny tokenizer keeps every digit its own
+  token, so the prices stay legible. Likeliest first turns "which meaning is most
+  likely?" from comparing digit strings across lines into "the first line": a small
+  model then learns a guess by copying, the way it learns an enumeration.
 
 ``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
 for every call: ``few_shot_demos``), in one of two formats:
@@ -52,12 +54,14 @@ EXAMPLE_SEED = 20_240_601  # the few-shot examples' tasks and prices come from t
 
 
 def compact_system(costs: Costs, context: str | None) -> str:
-    """The ``"compact"`` system text: prices, then the meaning lines of the context."""
+    """The ``"compact"`` system text: prices, then the meaning lines of the context,
+    likeliest first (ties keep the context's order)."""
     lines = [
         f"question price {format_price(costs.question, QUESTION_DECIMALS)}",
         f"word price {format_price(costs.word, WORD_DECIMALS)}",
     ]
-    lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in parse_context(context)]
+    entries = sorted(parse_context(context), key=lambda e: -e.share)
+    lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in entries]
     return "\n".join(lines) + "\n"
 
 

@@ -45,16 +45,25 @@ class MoveValue:
     questions: int
 
 
+def likeliest_first(meanings: Sequence[Meaning]) -> list[Meaning]:
+    """Meanings by prior, highest first (ties keep their order): the order every scripted
+    policy names them in, and the order of the compact prompt's lines, so that an
+    enumeration or a clarifying question is a copy of the prompt's lines in turn."""
+    return sorted(meanings, key=lambda m: -m.prior)
+
+
 def task_meanings(task: Task) -> list[Meaning]:
-    return [
-        Meaning(i.facet, i.answer, p, i.answers) for i, p in zip(task.interpretations, task.priors)
-    ]
+    """The task's own meanings (with every gold alias), likeliest first."""
+    return likeliest_first(
+        [Meaning(i.facet, i.answer, p, i.answers) for i, p in zip(task.interpretations, task.priors)]
+    )
 
 
 def context_meanings(context: str | None) -> list[Meaning]:
+    """The meanings an assistant can read from the open-book context, likeliest first."""
     entries = parse_context(context)
     total = sum(e.share for e in entries) or 1.0
-    return [Meaning(e.facet, e.answer, e.share / total, (e.answer,)) for e in entries]
+    return likeliest_first([Meaning(e.facet, e.answer, e.share / total, (e.answer,)) for e in entries])
 
 
 def clarifying_question(facets: Sequence[str]) -> str:

@@ -60,15 +60,17 @@ def test_a_fixed_baseline_is_not_steerable_and_matches_its_exact_values(policy, 
     report = evaluate_policy(policy, grid_points(), 12, ENV, seed=0, out_dir=tmp_path, bootstrap_samples=50)
     for rho in report.steerability.values():
         assert rho["policy"] is None or abs(rho["policy"]) < 0.3
-    assert report.steerability["clarify_rate_vs_question_price"]["policy"] is None  # never asks: constant 0
+    assert report.steerability["clarify_rate_vs_question_price"]["policy"] == 0.0  # never asks: the rate does not move
     for p in report.points:  # a final first move is scored over every meaning: exact
         assert p.expected_reward == pytest.approx(p.baselines[policy.name]["reward"])
         assert p.words == pytest.approx(p.baselines[policy.name]["words"])
 
 
-def test_spearman_is_undefined_for_constant_or_short_series():
-    assert spearman([1, 2, 3], [3, 3, 3]) is None
+def test_spearman_of_a_constant_rate_is_zero_and_short_series_are_undefined():
+    assert spearman([1, 2, 3], [3, 3, 3]) == 0.0  # the rate does not move with the price
     assert spearman([1, 2], [1, 2]) is None
+    assert spearman([2, 2, 2], [1, 2, 3]) is None
+    assert spearman([1, 2, 3], [1, float("nan"), 3]) is None
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
 
 

@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from agents.generation import SamplingParams
-from agents.hf_backend import TransformersBackend
+from agents.hf_backend import PerRowSampler, TransformersBackend, counter_uniform
 from agents.tiny_model import build_tiny_model
 
 from model_support import CONVERSATIONS, CORPUS, lively_tiny_model, random_lora_adapter
@@ -149,6 +149,22 @@ def test_per_conversation_seeds_make_samples_independent_of_the_batch(backend: T
     assert reseeded != together  # other seeds, other samples
     with pytest.raises(ValueError, match="one seed per conversation"):
         backend.generate([a, b], sampling, seeds=[1])
+
+
+def test_per_row_sampler_draws_from_the_softmax_and_each_row_from_its_own_seed() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    rows = 20_000
+    sampler = PerRowSampler(range(rows), temperature=1.0, top_p=1.0)
+    first = sampler(None, logits.expand(rows, -1).clone()).argmax(-1)
+    frequencies = torch.bincount(first, minlength=4) / rows
+    assert torch.allclose(frequencies, logits.softmax(-1), atol=0.015), frequencies
+    second = sampler(None, logits.expand(rows, -1).clone()).argmax(-1)  # the next step: fresh draws
+    assert 0.2 < (second != first).float().mean() < 0.8
+    # Row 7's stream is the same whatever rows come with it.
+    alone = PerRowSampler([7], temperature=1.0, top_p=1.0)
+    assert [alone(None, logits[None].clone()).argmax(-1).item() for _ in range(2)] == [first[7].item(), second[7].item()]
+    uniforms = counter_uniform(torch.arange(64), 0, 1000)
+    assert 0.0 < uniforms.min() and uniforms.max() < 1.0 and abs(uniforms.mean().item() - 0.5) < 0.01
 
 
 def test_seeded_top_p_sampling_keeps_only_the_nucleus(backend: TransformersBackend) -> None:

@@ -177,3 +177,5 @@ def test_the_filter_keeping_nothing_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"kept none of 32 grown episodes .*loosen rest\.filter"):
         train(run, "wandb.enabled=false", "rest.seed.enabled=false", "rest.filter.drop_protocol_errors=true")
     assert len(read_episodes(run / "iter-1" / "grow.jsonl")) == 32 and not (run / "iter-1" / "done.json").exists()
+    # Without a seed stage the base model is still evaluated first: ReST's starting point.
+    assert json.loads((run / "start" / "eval" / "done.json").read_text())["policy"]["name"] == "base"

@@ -17,6 +17,7 @@ from agents.llm_user import LLMUser
 from agents.oracle_policy import OraclePolicy
 from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
 from agents.tiny_model import build_tiny_model
+from clarify_env.context import render_context
 from clarify_env.costs import Costs
 from clarify_env.dialogue import UserRequest
 from clarify_env.env import ClarifyEnv
@@ -257,6 +258,13 @@ def test_compact_prompt_shows_prices_digits_and_meanings(beast_task) -> None:
     obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123}})
     chat = LLMAssistant(FixedBackend(str), prompt_style="compact").conversation(obs)
     assert chat == [{"role": "system", "content": text}, {"role": "user", "content": beast_task.query}]
+
+
+def test_compact_prompt_lists_the_likeliest_meaning_first() -> None:
+    meanings = [("1987 series", "A B", 0.2), ("2012 series", "C", 0.5), ("1999 film", "D E", 0.3)]
+    context = render_context([Interpretation(f"Q {f}?", (a,), p, f) for f, a, p in meanings])
+    lines = compact_system(Costs(0.1, 0.01), context).splitlines()[2:]
+    assert lines == ["50% 2012 series: C", "30% 1999 film: D E", "20% 1987 series: A B"]
 
 
 def test_few_shot_examples_are_deterministic_and_show_every_move() -> None:

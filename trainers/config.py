@@ -161,6 +161,7 @@ class ReSTConfig:
     grow_episodes: int = 1024  # per iteration; groups of rollout.samples_per_group
     improve_from: Literal["base", "last"] = "base"  # base: re-fine-tune the starting policy each time (ReST-EM)
     seed_mix: float = 0.0  # share of seed dialogues mixed into each improve step's data
+    eval_start: bool = True  # evaluate the starting policy (the seed stage's, else the base model) as step 0
     eval_each_iteration: bool = True  # else only the starting and the final policy
     final_episodes_per_point: int = 0  # > 0: a larger final evaluation (else eval.episodes_per_point)
     seed: SeedConfig = field(default_factory=SeedConfig)

@@ -35,6 +35,7 @@ from clarify_env.costs import Costs, make_cost_sampler
 from clarify_env.env import ClarifyEnv
 from clarify_env.oracle import MoveValue, best, move_values, policy_expectation, task_meanings
 from clarify_env.sources import make_source
+from clarify_env.specs import parse_cli_spec
 from clarify_env.tasks import Task
 from trainers.episodes import Episode, read_episodes
 
@@ -110,11 +111,15 @@ def bootstrap_ci(
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho, or None where it is undefined (under 3 points, or a constant side)."""
+    """Spearman's rho of a rate ``y`` along prices ``x``. A rate that stays the same at every
+    price does not move with it: 0 (no steering), where scipy would give NaN. None where
+    there is nothing to rank (under 3 points, one price, or a missing value)."""
     from scipy.stats import spearmanr
 
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2 or any(map(math.isnan, y)):
+    if len(x) < 3 or len(set(x)) < 2 or any(map(math.isnan, y)):
         return None
+    if len(set(y)) < 2:
+        return 0.0
     return float(spearmanr(x, y).statistic)
 
 
@@ -395,7 +400,7 @@ def split_points(specs: Sequence[str]) -> dict[str, list[Costs]]:
     a fixed point); a sampler without a finite set of points is an error naming the spec."""
     out = {}
     for spec in specs:
-        sampler = make_cost_sampler(json.loads(spec) if spec.lstrip().startswith("{") else spec)
+        sampler = make_cost_sampler(parse_cli_spec(spec))
         if not hasattr(sampler, "points"):
             raise ValueError(
                 f"cost spec {spec!r} has no finite grid of points to evaluate at (use a grid or a fixed point)"

@@ -83,15 +83,23 @@ def make_assistant(
     )
 
 
-def make_user(cfg: RunConfig, backend: GenerationBackend | None) -> Agent:
+def make_user_backend(cfg: RunConfig) -> GenerationBackend | None:
+    """The LLM user's own backend when ``user.model`` names one (same kind as the policy's), else None."""
+    if cfg.user.kind == "scripted" or cfg.user.model is None:
+        return None
+    from agents.model_fetch import resolve_model
+
+    return make_backend(cfg.model, resolve_model(cfg.user.model))
+
+
+def make_user(cfg: RunConfig, backend: GenerationBackend | None, user_backend: GenerationBackend | None = None) -> Agent:
     """The scripted user, or the LLM user: on ``backend``'s base model (self-play; never under
-    the assistant's adapter) or on ``user.model`` with its own backend of the same kind."""
+    the assistant's adapter) or on ``user.model``'s backend (``user_backend``, built here if not
+    given: callers that play many stages pass one, so that it is built once)."""
     if cfg.user.kind == "scripted":
         return ScriptedUser()
     if cfg.user.model is not None:
-        from agents.model_fetch import resolve_model
-
-        backend = make_backend(cfg.model, resolve_model(cfg.user.model))
+        backend = user_backend if user_backend is not None else make_user_backend(cfg)
     user_sampling = SamplingParams(  # a user's turn is one line
         temperature=cfg.user.temperature, max_new_tokens=cfg.user.max_new_tokens, stop=("\n",)
     )

@@ -10,6 +10,7 @@ from agents.base import Agent
 from agents.oracle_policy import OraclePolicy
 from clarify_env.dialogue import UserRequest
 from clarify_env.env import ClarifyEnv
+from clarify_env.specs import parse_cli_spec
 
 
 class HumanUser(Agent):
@@ -67,16 +68,12 @@ def play(
     return info
 
 
-def parse_spec(text: str) -> Any:
-    """A command-line spec: JSON when it parses, else the plain string (e.g. "synthetic")."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _run(args: argparse.Namespace) -> int:
-    env = ClarifyEnv(source=parse_spec(args.source), costs=parse_spec(args.costs), max_questions=args.max_questions)
+    try:
+        source, costs = parse_cli_spec(args.source), parse_cli_spec(args.costs)
+    except ValueError as e:
+        raise SystemExit(f"clarify play: {e}") from e
+    env = ClarifyEnv(source=source, costs=costs, max_questions=args.max_questions)
     for episode in range(args.episodes):
         try:
             play(env, args.role, seed=args.seed + episode)

@@ -35,7 +35,7 @@ from trainers.config import ConfigError, RunConfig, load_config, save_config, to
 from trainers.episodes import Episode, EpisodeLog, read_episodes
 from trainers.evaluate import EvalReport, evaluate_policy, split_points
 from trainers.filtering import episode_score, filter_episodes
-from trainers.models import load_policy_model, make_assistant, make_backend, make_user
+from trainers.models import load_policy_model, make_assistant, make_backend, make_user, make_user_backend
 from trainers.rollout import RolloutEngine, env_kwargs, summarize
 from trainers.run_logging import RunLogger
 from trainers.sft import build_sft_examples, train_sft
@@ -108,6 +108,7 @@ class Generators:
         self.model: str | None = None
         self.backend: GenerationBackend | None = None
         self.adapters: dict[str, str] = {}  # name -> path registered with the current backend
+        self.user_backend: GenerationBackend | None = None  # user.model's, built once for the whole run
 
     def get(self, policy: Policy) -> tuple[GenerationBackend, str | None]:
         """The backend generating for ``policy`` and the adapter name to pass it (None: no adapter)."""
@@ -122,12 +123,22 @@ class Generators:
             self.adapters[policy.name] = policy.adapter
         return self.backend, policy.name
 
-    def close(self) -> None:
-        """Shut the backend down: a vLLM engine holds its memory (and processes) until then."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+    def user(self, backend: GenerationBackend) -> Agent:
+        """The configured user; an LLM user on ``user.model`` keeps one backend for the whole run."""
+        if self.cfg.user.kind != "scripted" and self.cfg.user.model is not None and self.user_backend is None:
+            self.user_backend = make_user_backend(self.cfg)
+        return make_user(self.cfg, backend, self.user_backend)
+
+    def close(self, user: bool = False) -> None:
+        """Shut the policy's backend (and with ``user=True`` the user's) down: a vLLM engine holds
+        its memory (and processes) until then."""
+        for backend in (self.backend, self.user_backend if user else None):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
         self.model, self.backend, self.adapters = None, None, {}
+        if user:
+            self.user_backend = None
         gc.collect()
 
 
@@ -220,7 +231,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
             if record is None:
                 backend, adapter = gens.get(policy)
                 assistant = make_assistant(cfg, backend, adapter, cfg.eval.temperature, policy.name)
-                report = evaluate(cfg, assistant, make_user(cfg, backend), folder, per_point)
+                report = evaluate(cfg, assistant, gens.user(backend), folder, per_point)
                 logger.log_eval(report, step)
                 record = {"policy": dataclasses.asdict(policy), "summary": report.summary()}
                 mark_done(folder, record)
@@ -243,7 +254,9 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 seed_episodes = read_episodes(folder / "episodes.jsonl")
                 policy = Policy(**record["policy"])
             start = policy
-            evaluate_stage(start, folder / "eval", 0, cfg.eval.episodes_per_point)
+        if cfg.rest.eval_start:  # the starting point ReST is measured against: the seed policy, else the base model
+            evaluate_stage(start, run_dir / ("seed" if cfg.rest.seed.enabled else "start") / "eval", 0,
+                           cfg.eval.episodes_per_point)
 
         policy = start
         for it in range(1, cfg.rest.iterations + 1):
@@ -252,7 +265,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
             if record is None:
                 backend, adapter = gens.get(policy)
                 assistant = make_assistant(cfg, backend, adapter, cfg.sampling.temperature, policy.name)
-                grown = grow(cfg, assistant, make_user(cfg, backend), folder / "grow.jsonl", it, cfg.rest.grow_episodes)
+                grown = grow(cfg, assistant, gens.user(backend), folder / "grow.jsonl", it, cfg.rest.grow_episodes)
                 kept = filter_episodes(grown, cfg.rest.filter, it)
                 with EpisodeLog(folder / "kept.jsonl") as log:
                     log.write(kept)
@@ -288,7 +301,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
 
         write_summary(run_dir, time.time() - started)
     finally:
-        gens.close()
+        gens.close(user=True)
         logger.finish()
     return run_dir
 
@@ -296,7 +309,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
 def write_summary(run_dir: Path, seconds: float) -> Path:
     """``summary.md``: one section per evaluated policy (its stage's eval/eval.md), in stage order."""
 
-    def order(folder: Path) -> tuple[int, str]:  # seed, then iter-1, iter-2, ..., iter-10
+    def order(folder: Path) -> tuple[int, str]:  # seed (or start), then iter-1, iter-2, ..., iter-10
         name = folder.parent.name
         return (int(name.split("-")[1]) if name.startswith("iter-") else 0, name)
 
