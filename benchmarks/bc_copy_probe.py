@@ -1,0 +1,124 @@
+"""How fast does a tiny model learn the seed dialogues' messages? (behaviour-cloning probe)
+
+    python benchmarks/bc_copy_probe.py --steps 2500 [--vocab 768 --layers 2 --weights '{...}']
+
+Builds the tiny model, plays ``--episodes`` dialogues of the cost-blind seed mixture
+(compact prompt, scripted user), trains on them (batch 32, AdamW, warm-up then linear
+decay) and every ``--eval-every`` steps prints, on 512 held-out dialogues, the share of
+assistant messages whose every token is the model's argmax under teacher forcing (the
+first turn's move tag excluded: the seed picks it at random), per first move and for the
+answer after a clarification ("after"). Writes benchmarks/results/bc_copy_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agents.llm_assistant import LLMAssistant
+from agents.scripted_user import ScriptedUser
+from agents.tiny_model import build_tiny_model
+from trainers.models import tiny_corpus
+from trainers.rest import SeedPolicy
+from trainers.rollout import RolloutEngine
+from trainers.sft import IGNORE, build_sft_examples
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def dialogues(weights: dict, n: int, seed: int):
+    policy = SeedPolicy(weights, LLMAssistant(None, prompt_style="compact"), seed)
+    engine = RolloutEngine({"source": "synthetic", "costs": "default:train", "max_questions": 1}, policy,
+                           ScriptedUser(), num_envs=256, samples_per_group=1, seed=seed, policy_name="seed")
+    return engine.run(n, None, progress=False)
+
+
+def collate(examples, pad: int):
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in examples])
+    labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in examples])
+    mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
+    return ids, labels, mask
+
+
+@torch.no_grad()
+def exact_messages(model, examples, episodes, pad: int) -> dict[str, float]:
+    """Share of assistant messages predicted exactly under teacher forcing, by kind."""
+    model.eval()
+    hits: dict[str, list[bool]] = {}
+    for i in range(0, len(examples), 128):
+        ids, labels, mask = collate(examples[i:i + 128], pad)
+        pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+        target = labels[:, 1:]
+        for b, episode in enumerate(episodes[i:i + 128]):
+            spans: list[list[int]] = []
+            for j in (target[b] != IGNORE).nonzero().flatten().tolist():
+                if spans and j == spans[-1][-1] + 1:
+                    spans[-1].append(j)
+                else:
+                    spans.append([j])
+            for k, span in enumerate(spans):
+                kind, span = (episode.moves[0], span[2:]) if k == 0 else ("after", span)
+                hits.setdefault(kind, []).append(bool((pred[b, span] == target[b, span]).all()))
+    model.train()
+    return {k: round(float(np.mean(v)), 3) for k, v in sorted(hits.items())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vocab", type=int, default=768)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--episodes", type=int, default=48000)
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weights", default='{"ANSWER": 1, "MULTI": 1, "CLARIFY": 1}')
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    weights = json.loads(args.weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_model(tmp, tiny_corpus(seed=args.seed), vocab_size=args.vocab, hidden_size=args.hidden,
+                                num_layers=args.layers, num_heads=4, intermediate_size=3 * args.hidden, seed=args.seed)
+        tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    train_episodes, test_episodes = dialogues(weights, args.episodes, 1), dialogues(weights, 512, 999)
+    train = build_sft_examples(train_episodes, tokenizer, 512)
+    test = build_sft_examples(test_episodes, tokenizer, 512)
+    pad = tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * max(0.05, 1 - s / args.steps))
+    rng = np.random.default_rng(args.seed)
+    order, position, rows, started = rng.permutation(len(train)), 0, [], time.time()
+    for step in range(1, args.steps + 1):
+        if position + 32 > len(order):
+            order, position = rng.permutation(len(train)), 0
+        ids, labels, mask = collate([train[j] for j in order[position:position + 32]], pad)
+        position += 32
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % args.eval_every == 0:
+            row = {"step": step, "seconds": round(time.time() - started), "loss": round(loss.item(), 4),
+                   **exact_messages(model, test, test_episodes, pad)}
+            rows.append(row)
+            print(row, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bc_copy_probe.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
