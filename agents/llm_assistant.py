@@ -53,13 +53,18 @@ FEW_SHOT_FORMATS = ("system", "turns")
 EXAMPLE_SEED = 20_240_601  # the few-shot examples' tasks and prices come from this seed alone
 
 
-def compact_system(costs: Costs, context: str | None) -> str:
-    """The ``"compact"`` system text: prices, then the meaning lines of the context,
-    likeliest first (ties keep the context's order)."""
-    lines = [
+def price_lines(costs: Costs) -> list[str]:
+    """The compact prompt's two price lines, with the env's fixed decimals."""
+    return [
         f"question price {format_price(costs.question, QUESTION_DECIMALS)}",
         f"word price {format_price(costs.word, WORD_DECIMALS)}",
     ]
+
+
+def compact_system(costs: Costs | None, context: str | None) -> str:
+    """The ``"compact"`` system text: prices (unless ``costs`` is None), then the meaning
+    lines of the context, likeliest first (ties keep the context's order)."""
+    lines = price_lines(costs) if costs is not None else []
     entries = sorted(parse_context(context), key=lambda e: -e.share)
     lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in entries]
     return "\n".join(lines) + "\n"
@@ -128,6 +133,8 @@ class LLMAssistant(Agent):
         few_shot: worked examples shown before the dialogue (``few_shot_demos``).
         few_shot_format: ``"system"`` or ``"turns"`` (see the module docstring).
         max_questions: the env's limit (the full-style worked examples state it).
+        prices_last: compact style only: the price lines follow the user's question (the
+            last text before the first reply) instead of heading the system text.
         name: the policy's name in episode records (default: the adapter's, else "llm_assistant").
     """
 
@@ -141,6 +148,7 @@ class LLMAssistant(Agent):
         few_shot_format: FewShotFormat = "system",
         max_questions: int = 1,
         name: str | None = None,
+        prices_last: bool = False,
     ) -> None:
         sampling = sampling or SamplingParams()
         if sampling.n != 1:
@@ -158,26 +166,36 @@ class LLMAssistant(Agent):
         self.few_shot = few_shot
         self.few_shot_format = few_shot_format
         self.max_questions = max_questions
+        self.prices_last = prices_last and prompt_style == "compact"
         self.name = name or adapter or "llm_assistant"
 
     def header(self, costs: Costs, context: str | None, system: str | None = None) -> str:
         """What the assistant is told about one task: the env's system prompt (``system``, or
         rebuilt from the prices and context) in the full style, the compact text otherwise."""
         if self.prompt_style == "compact":
-            return compact_system(costs, context)
+            return compact_system(None if self.prices_last else costs, context)
         return system if system is not None else system_prompt(costs, context, self.max_questions)
 
     def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
         """The chat the model continues: the prompt, then the dialogue so far."""
         header = self.header(Costs.from_array(observation["costs"]), observation["context"] or None, observation["system"])
         demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
+        costs = Costs.from_array(observation["costs"])
         if self.few_shot_format == "turns":
-            turns = [t for d in demos for t in _with_header(self.header(d.costs, d.context), d.messages, example=True)]
-            return turns + _with_header(header, observation["messages"])
+            turns = []
+            for d in demos:
+                turns += self._with_prices(_with_header(self.header(d.costs, d.context), d.messages, example=True), d.costs)
+            return turns + self._with_prices(_with_header(header, observation["messages"]), costs)
         if demos:
             header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"
         messages = [{"role": m["role"], "content": m["content"]} for m in observation["messages"]]
-        return [{"role": "system", "content": header}, *messages]
+        return [{"role": "system", "content": header}, *self._with_prices(messages, costs)]
+
+    def _with_prices(self, turns: list[dict[str, Any]], costs: Costs) -> list[dict[str, Any]]:
+        """With ``prices_last``: the price lines appended to the dialogue's first (user) turn."""
+        if self.prices_last and turns:
+            turns[0]["content"] = "\n".join([turns[0]["content"], *price_lines(costs)])
+        return turns
 
     def _demo_text(self, demos: Sequence[Demo]) -> str:
         blocks = []

@@ -267,6 +267,21 @@ def test_compact_prompt_lists_the_likeliest_meaning_first() -> None:
     assert lines == ["50% 2012 series: C", "30% 1999 film: D E", "20% 1987 series: A B"]
 
 
+@pytest.mark.parametrize("few_shot_format", ["system", "turns"])
+def test_prices_last_moves_the_price_lines_after_the_question(beast_task, few_shot_format) -> None:
+    env = ClarifyEnv(**ENV)
+    obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123}})
+    assistant = LLMAssistant(FixedBackend(str), prompt_style="compact", prices_last=True, few_shot=2,
+                             few_shot_format=few_shot_format)
+    chat = assistant.conversation(obs)
+    assert chat[-1]["role"] == "user" and chat[-1]["content"].endswith(
+        f"{beast_task.query}\nquestion price 0.237\nword price 0.0123")
+    text = "\n".join(m["content"] for m in chat)
+    assert text.count("question price 0.237") == 1  # not also at the top
+    # Every worked example shows its own prices too, in the same place.
+    assert text.count("question price") == 3 if few_shot_format == "turns" else text.count("question price") >= 3
+
+
 def test_few_shot_examples_are_deterministic_and_show_every_move() -> None:
     demos = few_shot_demos(3)
     assert [parse_action(d.messages[1]["content"]).move for d in demos] == [Move.ANSWER, Move.MULTI, Move.CLARIFY]

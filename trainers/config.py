@@ -63,6 +63,7 @@ class AssistantConfig:
     prompt_style: Literal["full", "compact"] = "full"  # "compact" suits tiny models
     few_shot: int = 0  # worked examples shown before the dialogue
     few_shot_format: Literal["system", "turns"] = "system"  # in the system prompt, or as earlier chat turns
+    prices_last: bool = False  # compact style: the price lines after the user's question, just before the reply
 
 
 @dataclass

@@ -79,6 +79,7 @@ def make_assistant(
     return LLMAssistant(
         backend, sampling, adapter=adapter, prompt_style=cfg.assistant.prompt_style,
         few_shot=cfg.assistant.few_shot, few_shot_format=cfg.assistant.few_shot_format,
+        prices_last=cfg.assistant.prices_last,
         max_questions=cfg.env.max_questions, name=name,
     )
 
