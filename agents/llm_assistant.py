@@ -178,9 +178,9 @@ class LLMAssistant(Agent):
 
     def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
         """The chat the model continues: the prompt, then the dialogue so far."""
-        header = self.header(Costs.from_array(observation["costs"]), observation["context"] or None, observation["system"])
-        demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
         costs = Costs.from_array(observation["costs"])
+        header = self.header(costs, observation["context"] or None, observation["system"])
+        demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
         if self.few_shot_format == "turns":
             turns = []
             for d in demos:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from typing import Callable
 
 from agents.base import Agent
 from agents.oracle_policy import OraclePolicy

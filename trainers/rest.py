@@ -125,7 +125,7 @@ class Generators:
 
     def user(self, backend: GenerationBackend) -> Agent:
         """The configured user; an LLM user on ``user.model`` keeps one backend for the whole run."""
-        if self.cfg.user.kind != "scripted" and self.cfg.user.model is not None and self.user_backend is None:
+        if self.user_backend is None:  # None again for the scripted user or self-play: nothing to build
             self.user_backend = make_user_backend(self.cfg)
         return make_user(self.cfg, backend, self.user_backend)
 
