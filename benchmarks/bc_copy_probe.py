@@ -7,7 +7,8 @@ Builds the tiny model, plays ``--episodes`` dialogues of the cost-blind seed mix
 decay) and every ``--eval-every`` steps prints, on 512 held-out dialogues, the share of
 assistant messages whose every token is the model's argmax under teacher forcing (the
 first turn's move tag excluded: the seed picks it at random), per first move and for the
-answer after a clarification ("after"). Writes benchmarks/results/bc_copy_probe.json.
+answer after a clarification ("after_<n>_meanings": the user chose one of n). Writes
+benchmarks/results/<--out> (default bc_copy_probe.json).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def exact_messages(model, examples, episodes, pad: int) -> dict[str, float]:
                 else:
                     spans.append([j])
             for k, span in enumerate(spans):
-                kind, span = (episode.moves[0], span[2:]) if k == 0 else ("after", span)
+                # the answer after a clarification, by the number of meanings it chooses among
+                after = f"after_{episode.chat[0]['content'].count('%')}_meanings"
+                kind, span = (episode.moves[0], span[2:]) if k == 0 else (after, span)
                 hits.setdefault(kind, []).append(bool((pred[b, span] == target[b, span]).all()))
     model.train()
     return {k: round(float(np.mean(v)), 3) for k, v in sorted(hits.items())}
@@ -83,6 +86,7 @@ def main() -> None:
     p.add_argument("--weights", default='{"ANSWER": 1, "MULTI": 1, "CLARIFY": 1}')
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bc_copy_probe.json", help="file name under benchmarks/results/")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     weights = json.loads(args.weights)
@@ -117,7 +121,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bc_copy_probe.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    (RESULTS / args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

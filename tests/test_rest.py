@@ -12,6 +12,8 @@ from test_logging import history
 from trainers.cli import main
 from trainers.config import ConfigError, load_config, save_config
 from trainers.episodes import EpisodeLog, read_episodes
+from trainers.evaluate import task_lookup
+from trainers.label_audit import audit_episodes
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "quickstart.yaml")
@@ -61,6 +63,9 @@ def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None) -> 
     done = json.loads((it / "done.json").read_text())
     assert done["policy"] == {"model": str(it / "policy"), "adapter": None, "name": "iter-1"}
     assert done["filter/kept"] == 8
+    audit = audit_episodes(grown, task_lookup("synthetic"))  # the label audit, logged every iteration
+    assert done["grow/oracle_agreement"] == audit["oracle_agreement"]
+    assert done["filter/kept_oracle_agreement"] == audit_episodes(kept, task_lookup("synthetic"))["oracle_agreement"]
     for name in ("eval.json", "eval.md", "eval.csv", "vs_question_price.png", "vs_word_price.png"):
         assert (it / "eval" / name).stat().st_size > 0, name
     report = json.loads((it / "eval" / "eval.json").read_text())

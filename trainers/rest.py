@@ -33,8 +33,9 @@ from agents.llm_assistant import LLMAssistant
 from agents.scripted_user import ScriptedUser
 from trainers.config import ConfigError, RunConfig, load_config, save_config, to_dict
 from trainers.episodes import Episode, EpisodeLog, read_episodes
-from trainers.evaluate import EvalReport, evaluate_policy, split_points
+from trainers.evaluate import EvalReport, evaluate_policy, split_points, task_lookup
 from trainers.filtering import episode_score, filter_episodes
+from trainers.label_audit import audit_episodes
 from trainers.models import load_policy_model, make_assistant, make_backend, make_user, make_user_backend
 from trainers.rollout import RolloutEngine, env_kwargs, summarize
 from trainers.run_logging import RunLogger
@@ -203,6 +204,25 @@ def improve(cfg: RunConfig, base_model: str, init: Policy, episodes: Sequence[Ep
     return Policy(str(result.path), None, name)
 
 
+def label_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episode]) -> dict[str, float]:
+    """What the filter hands the improve step (``trainers.label_audit``): the grown and kept
+    episodes' agreement with the oracle's first move, and the grown follow-up accuracy
+    after a clarification against chance. Printed, and returned as metrics (NaNs left out)."""
+    try:
+        tasks = task_lookup(cfg.env.source)
+    except ValueError as err:  # a source that cannot find tasks by id: say so, log nothing
+        print(f"[audit] skipped: {err}")
+        return {}
+    rules = env_kwargs(cfg.env)
+    grown_audit, kept_audit = audit_episodes(grown, tasks, rules), audit_episodes(kept, tasks, rules)
+    metrics = {f"grow/{k}": v for k, v in grown_audit.items()}
+    metrics["filter/kept_oracle_agreement"] = kept_audit["oracle_agreement"]
+    print("[audit] oracle agreement of first moves: grown {:.3f}, kept {:.3f}; answers after CLARIFY right "
+          "{:.3f} (chance {:.3f})".format(grown_audit["oracle_agreement"], kept_audit["oracle_agreement"],
+                                          grown_audit["followup_accuracy"], grown_audit["followup_chance"]))
+    return {k: v for k, v in metrics.items() if not np.isnan(v)}
+
+
 def evaluate(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, per_point: int) -> EvalReport:
     """The policy at the configured evaluation prices (greedy unless eval.temperature > 0)."""
     return evaluate_policy(
@@ -289,6 +309,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 metrics.update({f"grow/move_{m}": v for m, v in grown_summary["move_mix"].items()})
                 metrics.update({"filter/kept": len(kept),
                                 "filter/kept_mean_score": float(np.mean([episode_score(e, cfg.rest.filter) for e in kept]))})
+                metrics.update(label_metrics(cfg, grown, kept))
                 logger.log(metrics, it)
                 logger.log_dialogues("grow/dialogues", kept, it)
                 mark_done(folder, {"policy": dataclasses.asdict(policy), **metrics})
