@@ -1,8 +1,10 @@
 """The text-generation interface shared by the transformers and vLLM backends.
 
 A backend turns chat conversations into sampled completions. Both backends render
-prompts the same way (the tokenizer's chat template with ``add_generation_prompt``)
-and cut completions at stop strings the same way, so they are interchangeable.
+prompts the same way (``render_chat``: the tokenizer's chat template with
+``add_generation_prompt`` and the model's ``chat_template_kwargs``) and cut completions at
+stop strings the same way, so they are interchangeable. SFT renders its training text with
+the same function, so a model is trained on exactly the text it generates from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,43 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 Conversation = Sequence[Mapping[str, str]]
+
+
+def merge_system(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation with a leading system message folded into the first user message
+    (``system + "\n\n" + user``), or turned into a user message when no user message follows."""
+    out = [dict(m) for m in messages]
+    if not out or out[0]["role"] != "system":
+        return out
+    system = out.pop(0)
+    if out and out[0]["role"] == "user":
+        out[0]["content"] = f"{system['content']}\n\n{out[0]['content']}"
+    else:
+        out.insert(0, {**system, "role": "user"})
+    return out
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = False,
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """``messages`` rendered by the tokenizer's chat template, with ``template_kwargs`` passed
+    to it (Qwen3: ``{"enable_thinking": False}``). A template that rejects system messages
+    (Gemma-2 raises "System role not supported") gets the system text at the top of the first
+    user turn instead, the way those models are prompted."""
+    kwargs = dict(template_kwargs or {})
+    try:
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+    except Exception as err:  # jinja2's TemplateError from the template's raise_exception(...)
+        if not messages or messages[0]["role"] != "system" or "system" not in str(err).lower():
+            raise
+    return tokenizer.apply_chat_template(
+        merge_system(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,7 @@ class GenerationBackend(ABC):
 
     tokenizer: Any  # a Hugging Face tokenizer with a chat template
     adapters: Mapping[str, Any]  # the registered adapters by name
+    chat_template_kwargs: Mapping[str, Any] = {}  # passed to the chat template (``render_chat``)
 
     @abstractmethod
     def generate(
@@ -91,10 +131,7 @@ class GenerationBackend(ABC):
 
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """The prompt token ids of each conversation, ready for the assistant's turn."""
-        texts = [
-            self.tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
-            for c in conversations
-        ]
+        texts = [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
 import torch
 from peft import PeftModel
@@ -74,6 +74,7 @@ class TransformersBackend(GenerationBackend):
     checkpoint's) or a torch dtype name. Prompts are generated ``batch_size`` rows at a
     time (a conversation sampled ``n`` times takes ``n`` rows). ``adapters`` maps names
     to peft LoRA adapter directories; more can be added with ``add_adapter``.
+    ``chat_template_kwargs`` go to the chat template (``render_chat``).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class TransformersBackend(GenerationBackend):
         dtype: str | torch.dtype = "auto",
         batch_size: int = 32,
         adapters: dict[str, str | Path] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -91,6 +93,7 @@ class TransformersBackend(GenerationBackend):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(self.device)
         self.model.eval()
         config_eos = self.model.generation_config.eos_token_id

@@ -8,7 +8,7 @@ starts worker processes: scripts that build a ``VLLMBackend`` must do it under
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
 
@@ -20,7 +20,8 @@ class VLLMBackend(GenerationBackend):
     (for example ``enforce_eager=True``, or ``kv_cache_memory_bytes`` to size the KV
     cache explicitly, which on CPU replaces ``gpu_memory_utilization``). vLLM's
     ``dtype="auto"`` runs float32 checkpoints in 16 bits; pass ``dtype="float32"`` to
-    match ``TransformersBackend`` token for token.
+    match ``TransformersBackend`` token for token. ``chat_template_kwargs`` go to the chat
+    template (``render_chat``; prompts are rendered here, as in ``TransformersBackend``).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class VLLMBackend(GenerationBackend):
         max_lora_rank: int = 16,
         dtype: str = "auto",
         seed: int = 0,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
         **engine_kwargs: Any,
     ) -> None:
         try:
@@ -51,6 +53,7 @@ class VLLMBackend(GenerationBackend):
             **engine_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.enable_lora = enable_lora
         self.adapters: dict[str, Any] = {}  # name -> vllm LoRARequest
         self._lora_ids = 0

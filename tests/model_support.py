@@ -27,6 +27,17 @@ CONVERSATIONS = [
     [{"role": "user", "content": "Ron"}],
 ]
 
+NO_SYSTEM_TEMPLATE = (  # Gemma-2-like: refuses a system message
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+THINKING_TEMPLATE = (  # Qwen3-like: an empty thought before the last reply and, with enable_thinking false, in the prompt
+    "{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'assistant' and loop.last %}<think></think>{% endif %}"
+    "{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}{% endif %}"
+)
+
 
 def require_vllm() -> None:
     """Skip without vLLM, except on CI (env var CI set), where its absence is a failure."""

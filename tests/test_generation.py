@@ -13,7 +13,9 @@ from agents.generation import SamplingParams
 from agents.hf_backend import PerRowSampler, TransformersBackend, counter_uniform
 from agents.tiny_model import build_tiny_model
 
-from model_support import CONVERSATIONS, CORPUS, lively_tiny_model, random_lora_adapter
+from model_support import (
+    CONVERSATIONS, CORPUS, NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE, lively_tiny_model, random_lora_adapter,
+)
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 
@@ -172,3 +174,16 @@ def test_seeded_top_p_sampling_keeps_only_the_nucleus(backend: TransformersBacke
     greedy = backend.generate([conv], SamplingParams(temperature=0, max_new_tokens=6))[0][0]
     tiny_nucleus = SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=6)
     assert backend.generate([conv], tiny_nucleus, seeds=[3])[0][0].token_ids == greedy.token_ids
+
+
+def test_prompts_follow_the_chat_template_kwargs_and_templates_without_a_system_role(tiny: Path) -> None:
+    chat = [{"role": "system", "content": "Prices: 0.25"}, {"role": "user", "content": "Who played the Beast?"}]
+    quiet = TransformersBackend(tiny, device="cpu", chat_template_kwargs={"enable_thinking": False})
+    quiet.tokenizer.chat_template = THINKING_TEMPLATE
+    decoded = quiet.tokenizer.decode(quiet.render([chat])[0])
+    assert decoded == "<|system|>Prices: 0.25<|end|><|user|>Who played the Beast?<|end|><|assistant|><think></think>"
+    plain = TransformersBackend(tiny, device="cpu")
+    plain.tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    decoded = plain.tokenizer.decode(plain.render([chat])[0])
+    assert decoded == "<|user|>Prices: 0.25\n\nWho played the Beast?<|end|><|assistant|>"
+    assert plain.generate([chat], SamplingParams(temperature=0, max_new_tokens=3))[0][0].finish_reason in {"stop", "length"}

@@ -16,6 +16,7 @@ from clarify_env.costs import Costs
 from agents.tiny_model import build_tiny_model
 from trainers.config import SFTConfig
 from trainers.rollout import RolloutEngine
+from model_support import NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE
 from trainers.sft import IGNORE, METRICS_FILE, build_sft_examples, latest_checkpoint, train_sft
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +95,44 @@ def test_labels_are_exactly_the_assistant_turns_with_their_end_token(episodes, t
         assert labelled_runs(example, tokenizer) == wanted
         assert example.input_ids == tokenizer(tokenizer.apply_chat_template(episode.chat, tokenize=False),
                                               add_special_tokens=False)["input_ids"]
+
+
+def test_a_template_without_system_role_trains_on_the_system_text_in_the_first_user_turn(episodes, tiny):
+    from agents.generation import render_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    assert episodes[0].chat[0]["role"] == "system"
+    with pytest.raises(Exception, match="System role not supported"):
+        tokenizer.apply_chat_template(episodes[0].chat, tokenize=False)
+    for episode, example in zip(episodes, build_sft_examples(episodes, tokenizer, max_length=512)):
+        system, user = episode.chat[0]["content"], episode.chat[1]["content"]
+        text = tokenizer.decode(example.input_ids)
+        assert text.startswith(f"<|user|>{system}\n\n{user}<|end|>") and "<|system|>" not in text
+        assert text == render_chat(tokenizer, episode.chat)
+        assert labelled_runs(example, tokenizer) == [m["content"] + "<|end|>" for m in episode.chat
+                                                      if m["role"] == "assistant"]
+
+
+def test_a_template_that_rewrites_past_turns_trains_each_turn_on_its_own_prompt(episodes, tiny):
+    from agents.generation import render_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.chat_template = THINKING_TEMPLATE
+    quiet = {"enable_thinking": False}
+    examples = {e.episode_id: e for e in build_sft_examples(episodes, tokenizer, max_length=512, template_kwargs=quiet)}
+    assert any(len(e.moves) == 2 for e in episodes)
+    for episode in episodes:
+        turns = [i for i, m in enumerate(episode.chat) if m["role"] == "assistant"]
+        # one turn: the whole chat (its prompt is a prefix); two: one example per turn
+        names = [episode.episode_id] if len(turns) == 1 else [f"{episode.episode_id}/turn-{k + 1}" for k in range(2)]
+        for name, i in zip(names, turns):
+            example = examples[name]
+            prompt = render_chat(tokenizer, episode.chat[:i], True, quiet)
+            assert prompt.endswith("<|assistant|><think></think>")
+            assert tokenizer.decode(example.input_ids) == prompt + episode.chat[i]["content"] + "<|end|>"
+            assert labelled_runs(example, tokenizer) == [episode.chat[i]["content"] + "<|end|>"]
+    assert len(examples) == sum(len(e.moves) for e in episodes)
 
 
 def test_worked_example_turns_get_no_labels(episodes, tokenizer):

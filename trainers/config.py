@@ -33,6 +33,7 @@ class ModelConfig:
     batch_size: int = 64  # transformers: prompts per generate call
     vllm: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)
     tiny: dict[str, Any] = field(default_factory=dict)  # name "tiny": agents.tiny_model.build_tiny_model sizes (hidden_size, num_layers, vocab_size, ...)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # to the chat template when generating and in SFT (Qwen3: {enable_thinking: false})
 
 
 @dataclass

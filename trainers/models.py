@@ -60,10 +60,11 @@ def make_backend(model: ModelConfig, path: str) -> GenerationBackend:
     if model.backend == "vllm":
         from agents.vllm_backend import VLLMBackend
 
-        return VLLMBackend(path, **model.vllm)
+        return VLLMBackend(path, chat_template_kwargs=model.chat_template_kwargs, **model.vllm)
     from agents.hf_backend import TransformersBackend
 
-    return TransformersBackend(path, device=model.device, dtype=model.dtype, batch_size=model.batch_size)
+    return TransformersBackend(path, device=model.device, dtype=model.dtype, batch_size=model.batch_size,
+                               chat_template_kwargs=model.chat_template_kwargs)
 
 
 def make_assistant(

@@ -193,7 +193,7 @@ def improve(cfg: RunConfig, base_model: str, init: Policy, episodes: Sequence[Ep
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
-    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length)
+    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs)
     if not examples:
         raise RuntimeError(f"no training examples for {out}: every kept episode was longer than sft.max_length")
     sft = cfg.sft if epochs is None else dataclasses.replace(cfg.sft, epochs=epochs)

@@ -26,7 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from agents.generation import render_chat
 from trainers.config import SFTConfig
 from trainers.episodes import Episode
 
@@ -62,42 +63,85 @@ class SFTResult:
 
 # --- examples -------------------------------------------------------------------------------
 
-def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+class NotIncremental(ValueError):
+    """The chat template renders an earlier assistant turn differently once later turns follow
+    (Qwen3 with ``enable_thinking=False`` drops the empty thought of past turns), so the whole
+    chat is not the prompt of each turn followed by the turn."""
 
 
-def assistant_spans(chat: Sequence[dict[str, str]], tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
-    """The chat rendered by the tokenizer's template, and the character span of each assistant
+def _renderer(tokenizer: Any, template_kwargs: Mapping[str, Any] | None) -> Callable[..., str]:
+    def render(messages: Sequence[dict[str, str]], generation_prompt: bool = False) -> str:
+        return render_chat(tokenizer, messages, generation_prompt, template_kwargs)
+
+    return render
+
+
+def _end_of_turn(render: Callable[..., str], history: Sequence[dict[str, str]]) -> str:
+    """The text the template puts after an assistant message (``<|im_end|>``, ``<|end|>``, ...)."""
+    probe = render([*history, {"role": "assistant", "content": _PROBE}])
+    return probe[probe.index(_PROBE) + len(_PROBE):].rstrip()
+
+
+def _policy_turns(chat: Sequence[dict[str, str]]) -> list[int]:
+    return [i for i, m in enumerate(chat) if m["role"] == "assistant" and not m.get("example")]
+
+
+def assistant_spans(
+    chat: Sequence[dict[str, str]], tokenizer: Any, template_kwargs: Mapping[str, Any] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The chat rendered by the tokenizer's template (``render_chat``, as the backends render
+    prompts, with the model's ``template_kwargs``), and the character span of each assistant
     turn (worked-example turns, marked ``"example": True``, are not the policy's and get none).
 
     A turn's span starts where the generation prompt ends (what the model saw when it
     wrote the turn) and ends after the template's end-of-turn text (``<|im_end|>``,
-    ``<|end|>``, ...), without trailing whitespace. Raises ``ValueError`` when the
-    template does not render the chat incrementally.
+    ``<|end|>``, ...), without trailing whitespace. Raises ``NotIncremental`` when the
+    template does not render the chat incrementally, ``ValueError`` when a turn is not
+    followed by the end-of-turn text.
     """
-    text = _render(tokenizer, chat)
+    render = _renderer(tokenizer, template_kwargs)
+    text = render(chat)
     spans = []
-    for i, message in enumerate(chat):
-        if message["role"] != "assistant" or message.get("example"):
-            continue
-        prompt = _render(tokenizer, chat[:i], generation_prompt=True)
+    for i in _policy_turns(chat):
+        prompt = render(chat[:i], generation_prompt=True)
         if not text.startswith(prompt):
-            raise ValueError(
+            raise NotIncremental(
                 f"the chat template does not render message {i} incrementally: the prompt for it is not a "
                 "prefix of the whole chat, so the assistant's tokens cannot be told apart"
             )
-        probe = _render(tokenizer, [*chat[:i], {"role": "assistant", "content": _PROBE}])
-        end_of_turn = probe[probe.index(_PROBE) + len(_PROBE):].rstrip()
-        content_at = text.find(message["content"], len(prompt))
-        end = content_at + len(message["content"])
+        end_of_turn = _end_of_turn(render, chat[:i])
+        content_at = text.find(chat[i]["content"], len(prompt))
+        end = content_at + len(chat[i]["content"])
         if content_at < 0 or not text.startswith(end_of_turn, end):
             raise ValueError(f"assistant message {i} is not followed by the end-of-turn text {end_of_turn!r}")
         spans.append((len(prompt), end + len(end_of_turn)))
     return text, spans
 
 
-def build_sft_examples(episodes: Sequence[Episode], tokenizer: Any, max_length: int) -> list[SFTExample]:
-    """Tokenise each episode's ``chat``; only the assistant's turns carry labels.
+def training_texts(
+    chat: Sequence[dict[str, str]], tokenizer: Any, template_kwargs: Mapping[str, Any] | None = None
+) -> list[tuple[str, list[tuple[int, int]]]]:
+    """The texts to train on for one chat, each with its labelled character spans: the whole
+    chat (``assistant_spans``) when the template renders it incrementally, else one text per
+    assistant turn — the prompt the model generated it from, the turn, the end-of-turn text."""
+    try:
+        return [assistant_spans(chat, tokenizer, template_kwargs)]
+    except NotIncremental:
+        pass
+    render, texts = _renderer(tokenizer, template_kwargs), []
+    for i in _policy_turns(chat):
+        prompt = render(chat[:i], generation_prompt=True)
+        text = prompt + chat[i]["content"] + _end_of_turn(render, chat[:i])
+        texts.append((text, [(len(prompt), len(text))]))
+    return texts
+
+
+def build_sft_examples(
+    episodes: Sequence[Episode], tokenizer: Any, max_length: int, template_kwargs: Mapping[str, Any] | None = None
+) -> list[SFTExample]:
+    """Tokenise each episode's ``chat`` (``template_kwargs`` go to the chat template); only the
+    assistant's turns carry labels. One example per episode, or one per assistant turn
+    (ids ``<episode>/turn-<k>``) where the template is not incremental (``training_texts``).
 
     Episodes longer than ``max_length`` tokens are dropped (truncation would cut the
     final turn or the prompt it answers); ``ValueError`` if that leaves none.
@@ -108,17 +152,18 @@ def build_sft_examples(episodes: Sequence[Episode], tokenizer: Any, max_length: 
     for episode in episodes:
         if not any(m["role"] == "assistant" for m in episode.chat):
             raise ValueError(f"episode {episode.episode_id} has no assistant message in its chat")
-        text, spans = assistant_spans(episode.chat, tokenizer)
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = encoded["input_ids"]
-        if len(ids) > max_length:
+        texts = training_texts(episode.chat, tokenizer, template_kwargs)
+        encoded = [tokenizer(text, add_special_tokens=False, return_offsets_mapping=True) for text, _ in texts]
+        if any(len(e["input_ids"]) > max_length for e in encoded):
             too_long += 1
             continue
-        labels = [
-            token if any(start <= first < end for start, end in spans) else IGNORE
-            for token, (first, _) in zip(ids, encoded["offset_mapping"])
-        ]
-        examples.append(SFTExample(episode.episode_id, ids, labels))
+        for k, ((_, spans), enc) in enumerate(zip(texts, encoded)):
+            labels = [
+                token if any(start <= first < end for start, end in spans) else IGNORE
+                for token, (first, _) in zip(enc["input_ids"], enc["offset_mapping"])
+            ]
+            name = episode.episode_id if len(texts) == 1 else f"{episode.episode_id}/turn-{k + 1}"
+            examples.append(SFTExample(name, enc["input_ids"], labels))
     if not examples:
         raise ValueError(f"no SFT examples: all {too_long} episodes are longer than max_length={max_length} tokens")
     if too_long:
@@ -398,7 +443,7 @@ def _run(args: argparse.Namespace) -> int:
     if not episodes:
         raise SystemExit(f"no episodes in {', '.join(args.episodes)}")
     tokenizer = AutoTokenizer.from_pretrained(model)
-    examples = build_sft_examples(episodes, tokenizer, config.sft.max_length)
+    examples = build_sft_examples(episodes, tokenizer, config.sft.max_length, config.model.chat_template_kwargs)
     train_sft(model, examples, args.out, config.sft, resume=args.resume, init_adapter=args.init_adapter)
     return 0
 
