@@ -39,3 +39,19 @@ def test_wrong_answers_after_a_clarification_lower_the_followup_accuracy():
     wrong = [dataclasses.replace(e, components={**e.components, "accuracy": 0.0}) for e in clarified[:1]]
     audit = audit_episodes(wrong + clarified[1:], task_lookup("synthetic"))
     assert audit["followup_accuracy"] == (len(clarified) - 1) / len(clarified)
+
+
+def test_the_command_line_prints_the_confusion_and_the_followup_by_meaning_count(tmp_path, capsys):
+    from trainers.episodes import EpisodeLog
+    from trainers.label_audit import main
+
+    episodes = play(OraclePolicy())
+    with EpisodeLog(tmp_path / "grow.jsonl") as log:
+        log.write(episodes)
+    assert main([str(tmp_path / "grow.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(episodes)} episodes, first move among the oracle's best in 1.000" in out
+    clarified = {len(task_lookup("synthetic")(e.task_id).interpretations) for e in episodes if e.first_move == "CLARIFY"}
+    for n in clarified:
+        assert f"answers after CLARIFY, {n} meaning(s): 1.000 right" in out
+    assert "CLARIFY" in out.splitlines()[1]
