@@ -125,6 +125,15 @@ def best(values: dict[Move, MoveValue]) -> MoveValue:
     return max((values[m] for m in MOVES if m in values), key=lambda v: v.expected_reward)
 
 
+TIE = 1e-9  # moves whose expected rewards differ by less are equally good
+
+
+def optimal_moves(values: dict[Move, MoveValue]) -> set[str]:
+    """The names of every move whose expected reward ties the best (within ``TIE``)."""
+    top = best(values).expected_reward
+    return {m.value for m, v in values.items() if v.expected_reward >= top - TIE}
+
+
 def oracle_value(task: Task, costs: Costs, max_questions: int = 1, metric: str = "f1") -> MoveValue:
     """The Bayes-optimal move for a task and its expected reward: the ceiling for any policy."""
     return best(move_values(task_meanings(task), costs, task.query, max_questions, metric))

@@ -1,6 +1,8 @@
 import dataclasses
 import math
 
+import pytest
+
 from agents import AlwaysAnswer, OraclePolicy, ScriptedUser
 from trainers.evaluate import task_lookup
 from trainers.label_audit import audit_episodes
@@ -55,3 +57,12 @@ def test_the_command_line_prints_the_confusion_and_the_followup_by_meaning_count
     for n in clarified:
         assert f"answers after CLARIFY, {n} meaning(s): 1.000 right" in out
     assert "CLARIFY" in out.splitlines()[1]
+
+
+def test_the_command_line_names_a_missing_file(tmp_path, capsys):
+    from trainers.label_audit import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope.jsonl")])
+    assert exit_info.value.code == 2
+    assert f"no such episode file: {tmp_path / 'nope.jsonl'}" in capsys.readouterr().err

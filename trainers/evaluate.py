@@ -33,13 +33,12 @@ import numpy as np
 from agents.base import Agent
 from clarify_env.costs import Costs, make_cost_sampler
 from clarify_env.env import ClarifyEnv
-from clarify_env.oracle import MoveValue, best, move_values, policy_expectation, task_meanings
+from clarify_env.oracle import MoveValue, best, move_values, optimal_moves, policy_expectation, task_meanings
 from clarify_env.sources import make_source
 from clarify_env.specs import parse_cli_spec
 from clarify_env.tasks import Task
 from trainers.episodes import Episode, read_episodes
 
-TIE = 1e-9  # moves whose expected rewards differ by less are equally good
 RULES = ("max_questions", "protocol_error_penalty", "accuracy_metric")  # the env settings scoring depends on
 DEFAULT_BASELINES = ("always_answer", "always_multi", "always_clarify")
 TaskLookup = Callable[[str], Task]
@@ -185,10 +184,7 @@ def point_metrics(
     task_of = {e.task_id: tasks(e.task_id) for e in episodes}
     values = {tid: _move_values(t, costs, env) for tid, t in task_of.items()}
     oracle = {tid: best(v) for tid, v in values.items()}
-    optimal = {
-        tid: {m.value for m, v in vs.items() if v.expected_reward >= oracle[tid].expected_reward - TIE}
-        for tid, vs in values.items()
-    }
+    optimal = {tid: optimal_moves(vs) for tid, vs in values.items()}
     oracle_moves = [oracle[e.task_id].move.value for e in episodes]
     firsts = collections.Counter(e.first_move for e in episodes)
     oracle_firsts = collections.Counter(oracle_moves)

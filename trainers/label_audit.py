@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from clarify_env.costs import Costs
-from clarify_env.oracle import best, move_values, task_meanings
+from clarify_env.oracle import best, move_values, optimal_moves, task_meanings
 from clarify_env.tasks import Task
 from trainers.episodes import Episode
-
-TIE = 1e-9  # moves whose expected rewards differ by less are equally good (as in trainers.evaluate)
 
 
 def audit_episodes(
@@ -37,7 +36,11 @@ def audit_episodes(
     episode's prices), ``followup_accuracy`` (mean accuracy of episodes that clarified and
     then answered, NaN without any) and ``followup_chance`` (their mean 1 / number of meanings).
     """
-    rows = audit_rows(episodes, tasks, env)
+    return summarize_rows(audit_rows(episodes, tasks, env))
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``audit_episodes``'s numbers from ``audit_rows``' rows (of any subset of episodes)."""
     agree = [r["agrees"] for r in rows]
     followup = [r["accuracy"] for r in rows if r["followup"]]
     chance = [1.0 / r["meanings"] for r in rows if r["followup"]]
@@ -52,7 +55,7 @@ def audit_episodes(
 def audit_rows(
     episodes: Sequence[Episode], tasks: Callable[[str], Task], env: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Per episode: its first move, the oracle's, whether the first is among the oracle's best
+    """Per episode: its id, its first move, the oracle's, whether the first is among the oracle's best
     (``agrees``), the number of meanings, and for a clarify-then-answer episode (``followup``)
     its accuracy."""
     env = env or {}
@@ -60,14 +63,14 @@ def audit_rows(
     cache: dict[str, Task] = {}
     rows = []
     for e in episodes:
-        task = cache.get(e.task_id) or cache.setdefault(e.task_id, tasks(e.task_id))
+        if e.task_id not in cache:
+            cache[e.task_id] = tasks(e.task_id)
+        task = cache[e.task_id]
         values = move_values(task_meanings(task), Costs(e.costs["question"], e.costs["word"]), task.query,
                              max_questions, metric)
-        top = best(values)
         rows.append({
-            "move": e.first_move, "oracle": top.move.value, "meanings": len(task.interpretations),
-            "agrees": any(m.value == e.first_move and v.expected_reward >= top.expected_reward - TIE
-                          for m, v in values.items()),
+            "episode_id": e.episode_id, "move": e.first_move, "oracle": best(values).move.value,
+            "meanings": len(task.interpretations), "agrees": e.first_move in optimal_moves(values),
             "followup": e.first_move == "CLARIFY" and e.outcome == "answered",
             "accuracy": e.components.get("accuracy", 0.0),
         })
@@ -82,13 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("episodes", nargs="+", help="episode JSON Lines files (grow.jsonl, kept.jsonl, ...)")
     p.add_argument("--source", default="synthetic", help="the task source the episodes were played on")
     args = p.parse_args(argv)
+    missing = [path for path in args.episodes if not Path(path).is_file()]
+    if missing:
+        p.error(f"no such episode file: {', '.join(missing)}")
     tasks = task_lookup(args.source)
     for path in args.episodes:
         rows = audit_rows(read_episodes(path), tasks)
         if not rows:
             print(f"{path}: no episodes")
             continue
-        agree = sum(r["agrees"] for r in rows) / len(rows)
+        agree = summarize_rows(rows)["oracle_agreement"]
         print(f"{path}: {len(rows)} episodes, first move among the oracle's best in {agree:.3f}")
         pairs = collections.Counter((r["oracle"], r["move"]) for r in rows)
         moves = ("ANSWER", "MULTI", "CLARIFY", "ERROR")

@@ -35,7 +35,7 @@ from trainers.config import ConfigError, RunConfig, load_config, save_config, to
 from trainers.episodes import Episode, EpisodeLog, read_episodes
 from trainers.evaluate import EvalReport, evaluate_policy, split_points, task_lookup
 from trainers.filtering import episode_score, filter_episodes
-from trainers.label_audit import audit_episodes
+from trainers.label_audit import audit_rows, summarize_rows
 from trainers.models import load_policy_model, make_assistant, make_backend, make_user, make_user_backend
 from trainers.rollout import RolloutEngine, env_kwargs, summarize
 from trainers.run_logging import RunLogger
@@ -213,8 +213,10 @@ def label_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episo
     except ValueError as err:  # a source that cannot find tasks by id: say so, log nothing
         print(f"[audit] skipped: {err}")
         return {}
-    rules = env_kwargs(cfg.env)
-    grown_audit, kept_audit = audit_episodes(grown, tasks, rules), audit_episodes(kept, tasks, rules)
+    rows = audit_rows(grown, tasks, env_kwargs(cfg.env))  # kept episodes are grown ones: audit each once
+    kept_ids = {e.episode_id for e in kept}
+    grown_audit = summarize_rows(rows)
+    kept_audit = summarize_rows([r for r in rows if r["episode_id"] in kept_ids])
     metrics = {f"grow/{k}": v for k, v in grown_audit.items()}
     metrics["filter/kept_oracle_agreement"] = kept_audit["oracle_agreement"]
     print("[audit] oracle agreement of first moves: grown {:.3f}, kept {:.3f}; answers after CLARIFY right "
