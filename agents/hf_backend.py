@@ -74,7 +74,10 @@ class TransformersBackend(GenerationBackend):
     checkpoint's) or a torch dtype name. Prompts are generated ``batch_size`` rows at a
     time (a conversation sampled ``n`` times takes ``n`` rows). ``adapters`` maps names
     to peft LoRA adapter directories; more can be added with ``add_adapter``.
-    ``chat_template_kwargs`` go to the chat template (``render_chat``).
+    ``chat_template_kwargs`` go to the chat template (``render_chat``). ``kv_cache`` is
+    transformers' cache implementation: ``"dynamic"`` (grown by concatenation each step)
+    or ``"static"`` (preallocated per generate call: the same tokens, and about half the
+    time of "dynamic" for the tiny model on CPU, where the concatenation dominates).
     """
 
     def __init__(
@@ -85,7 +88,11 @@ class TransformersBackend(GenerationBackend):
         batch_size: int = 32,
         adapters: dict[str, str | Path] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        kv_cache: str = "dynamic",
     ) -> None:
+        if kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"kv_cache must be 'dynamic' or 'static', got {kv_cache!r}")
+        self.kv_cache = kv_cache
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if isinstance(dtype, str) and dtype != "auto":
@@ -152,6 +159,7 @@ class TransformersBackend(GenerationBackend):
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             stop_strings=list(sampling.stop) or None,
+            cache_implementation="static" if self.kv_cache == "static" else None,
             **(
                 dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
                 if sampling.temperature > 0 and seeds is None

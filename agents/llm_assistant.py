@@ -19,6 +19,19 @@ Two prompt styles:
   likely?" from comparing digit strings across lines into "the first line": a small
   model then learns a guess by copying, the way it learns an enumeration.
 
+  With ``reply_lookup``, each reply of the user to a clarifying question is followed, in
+  the assistant's view of that turn, by the meaning line its words single out (the
+  distinguishing-word match the scripted agents use; nothing when no line is singled
+  out)::
+
+      I mean 2012 series.
+      2012 series: Dessa Quorn
+
+  This is retrieval in the prompt, not the model's reading: a tiny model trained on CPU
+  learns to copy from its prompt in a few hundred steps but not, in thousands of steps, to
+  find the line a reply names (BENCHMARKS.md, "Why ReST stalls"). Every move is still the
+  model's choice; only the lookup after a clarification is done for it.
+
 ``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
 for every call: ``few_shot_demos``), in one of two formats:
 
@@ -41,7 +54,8 @@ import numpy as np
 
 from agents.base import Agent
 from agents.generation import Completion, GenerationBackend, SamplingParams
-from clarify_env.context import parse_context
+from clarify_env.context import ContextEntry, parse_context
+from clarify_env.matching import best_match
 from clarify_env.costs import QUESTION_DECIMALS, WORD_DECIMALS, Costs, format_price, make_cost_sampler
 from clarify_env.prompt import system_prompt
 from clarify_env.protocol import MOVES, parse_action
@@ -68,6 +82,23 @@ def compact_system(costs: Costs | None, context: str | None) -> str:
     entries = sorted(parse_context(context), key=lambda e: -e.share)
     lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in entries]
     return "\n".join(lines) + "\n"
+
+
+def with_reply_lookup(turns: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
+    """The dialogue with every user reply after the first user turn followed by the meaning
+    line (``facet: answer``) its words single out, where one is (see the module docstring)."""
+    entries: list[ContextEntry] = parse_context(context)
+    users = [i for i, t in enumerate(turns) if t["role"] == "user"]
+    if len(entries) < 2 or len(users) < 2:
+        return turns
+    query = turns[users[0]]["content"]
+    facets = [e.facet for e in entries]
+    out = [dict(t) for t in turns]
+    for i in users[1:]:
+        k = best_match(out[i]["content"], facets, query)
+        if k is not None:
+            out[i]["content"] = f"{out[i]['content']}\n{entries[k].facet}: {entries[k].answer}"
+    return out
 
 
 @dataclass(frozen=True)
@@ -135,6 +166,8 @@ class LLMAssistant(Agent):
         max_questions: the env's limit (the full-style worked examples state it).
         prices_last: compact style only: the price lines follow the user's question (the
             last text before the first reply) instead of heading the system text.
+        reply_lookup: compact style only: each reply to a clarifying question is followed by
+            the meaning line it names (``with_reply_lookup``).
         name: the policy's name in episode records (default: the adapter's, else "llm_assistant").
     """
 
@@ -149,6 +182,7 @@ class LLMAssistant(Agent):
         max_questions: int = 1,
         name: str | None = None,
         prices_last: bool = False,
+        reply_lookup: bool = False,
     ) -> None:
         sampling = sampling or SamplingParams()
         if sampling.n != 1:
@@ -167,6 +201,7 @@ class LLMAssistant(Agent):
         self.few_shot_format = few_shot_format
         self.max_questions = max_questions
         self.prices_last = prices_last and prompt_style == "compact"
+        self.reply_lookup = reply_lookup and prompt_style == "compact"
         self.name = name or adapter or "llm_assistant"
 
     def header(self, costs: Costs, context: str | None, system: str | None = None) -> str:
@@ -184,12 +219,18 @@ class LLMAssistant(Agent):
         if self.few_shot_format == "turns":
             turns = []
             for d in demos:
-                turns += self._with_prices(_with_header(self.header(d.costs, d.context), d.messages, example=True), d.costs)
-            return turns + self._with_prices(_with_header(header, observation["messages"]), costs)
+                example = _with_header(self.header(d.costs, d.context), self._looked_up(d.messages, d.context), example=True)
+                turns += self._with_prices(example, d.costs)
+            dialogue = self._looked_up(observation["messages"], observation["context"] or None)
+            return turns + self._with_prices(_with_header(header, dialogue), costs)
         if demos:
             header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"
-        messages = [{"role": m["role"], "content": m["content"]} for m in observation["messages"]]
+        messages = self._looked_up(observation["messages"], observation["context"] or None)
         return [{"role": "system", "content": header}, *self._with_prices(messages, costs)]
+
+    def _looked_up(self, messages: Sequence[Mapping[str, Any]], context: str | None) -> list[dict[str, Any]]:
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return with_reply_lookup(turns, context) if self.reply_lookup else turns
 
     def _with_prices(self, turns: list[dict[str, Any]], costs: Costs) -> list[dict[str, Any]]:
         """With ``prices_last``: the price lines appended to the dialogue's first (user) turn."""
@@ -202,7 +243,7 @@ class LLMAssistant(Agent):
         for i, d in enumerate(demos, 1):
             header = compact_system(d.costs, d.context) if self.prompt_style == "compact" else (
                 f"{d.costs.describe()}\n{d.context}\n")
-            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in d.messages)
+            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self._looked_up(d.messages, d.context))
             blocks.append(f"Example {i}\n{header}{turns}")
         return "\n\n".join(blocks)
 

@@ -1,6 +1,6 @@
 """How fast does a tiny model learn the seed dialogues' messages? (behaviour-cloning probe)
 
-    python benchmarks/bc_copy_probe.py --steps 2500 [--vocab 768 --layers 2 --weights '{...}']
+    python benchmarks/bc_copy_probe.py --steps 2500 [--vocab 768 --layers 2 --weights '{...}' --reply-lookup]
 
 Builds the tiny model, plays ``--episodes`` dialogues of the cost-blind seed mixture
 (compact prompt, scripted user), trains on them (batch 32, AdamW, warm-up then linear
@@ -35,8 +35,8 @@ from trainers.sft import IGNORE, build_sft_examples
 RESULTS = Path(__file__).parent / "results"
 
 
-def dialogues(weights: dict, n: int, seed: int):
-    policy = SeedPolicy(weights, LLMAssistant(None, prompt_style="compact"), seed)
+def dialogues(weights: dict, n: int, seed: int, reply_lookup: bool = False):
+    policy = SeedPolicy(weights, LLMAssistant(None, prompt_style="compact", reply_lookup=reply_lookup), seed)
     engine = RolloutEngine({"source": "synthetic", "costs": "default:train", "max_questions": 1}, policy,
                            ScriptedUser(), num_envs=256, samples_per_group=1, seed=seed, policy_name="seed")
     return engine.run(n, None, progress=False)
@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--weights", default='{"ANSWER": 1, "MULTI": 1, "CLARIFY": 1}')
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reply-lookup", action="store_true", help="the compact prompt's reply_lookup (llm_assistant)")
     p.add_argument("--out", default="bc_copy_probe.json", help="file name under benchmarks/results/")
     args = p.parse_args()
     torch.manual_seed(args.seed)
@@ -94,7 +95,8 @@ def main() -> None:
         path = build_tiny_model(tmp, tiny_corpus(seed=args.seed), vocab_size=args.vocab, hidden_size=args.hidden,
                                 num_layers=args.layers, num_heads=4, intermediate_size=3 * args.hidden, seed=args.seed)
         tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    train_episodes, test_episodes = dialogues(weights, args.episodes, 1), dialogues(weights, 512, 999)
+    train_episodes, test_episodes = (
+        dialogues(weights, args.episodes, 1, args.reply_lookup), dialogues(weights, 512, 999, args.reply_lookup))
     train = build_sft_examples(train_episodes, tokenizer, 512)
     test = build_sft_examples(test_episodes, tokenizer, 512)
     pad = tokenizer.pad_token_id

@@ -86,6 +86,18 @@ def test_left_padding_does_not_change_the_output(backend: TransformersBackend, t
     assert together.token_ids == greedy_reference(plain, together.prompt_token_ids, GREEDY.max_new_tokens)
 
 
+def test_static_kv_cache_gives_the_same_completions(backend: TransformersBackend, tiny: Path, adapter: Path) -> None:
+    static = TransformersBackend(tiny, device="cpu", batch_size=2, adapters={"lora": adapter}, kv_cache="static")
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=12)
+    seeds = list(range(len(CONVERSATIONS)))
+    for adapter_name in (None, "lora"):
+        assert static.generate(CONVERSATIONS, GREEDY, adapter_name) == backend.generate(CONVERSATIONS, GREEDY, adapter_name)
+        assert static.generate(CONVERSATIONS, sampled, adapter_name, seeds=seeds) == backend.generate(
+            CONVERSATIONS, sampled, adapter_name, seeds=seeds)
+    with pytest.raises(ValueError, match="kv_cache"):
+        TransformersBackend(tiny, device="cpu", kv_cache="paged")
+
+
 def test_lora_adapter_changes_the_output_and_matches_peft(
     backend: TransformersBackend, tiny: Path, adapter: Path
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from agents.base import Agent
 from agents.generation import Completion, GenerationBackend, SamplingParams
 from agents.hf_backend import TransformersBackend
-from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos
+from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos, with_reply_lookup
 from agents.llm_user import LLMUser
 from agents.oracle_policy import OraclePolicy
 from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
@@ -265,6 +265,26 @@ def test_compact_prompt_lists_the_likeliest_meaning_first() -> None:
     context = render_context([Interpretation(f"Q {f}?", (a,), p, f) for f, a, p in meanings])
     lines = compact_system(Costs(0.1, 0.01), context).splitlines()[2:]
     assert lines == ["50% 2012 series: C", "30% 1999 film: D E", "20% 1987 series: A B"]
+
+
+def test_reply_lookup_puts_the_named_meaning_under_the_reply(beast_task) -> None:
+    env = ClarifyEnv(**ENV)
+    obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123},
+                                        "interpretation": 1})
+    obs, *_ = env.step("CLARIFY: Which series, the 1987 one or the 2012 one?")
+    reply = obs["messages"][-1]["content"]
+    assert "2012" in reply and "Jay Ryan" not in reply
+    chat = LLMAssistant(FixedBackend(str), prompt_style="compact", reply_lookup=True).conversation(obs)
+    assert chat[-1] == {"role": "user", "content": f"{reply}\n2012 series: Jay Ryan"}
+    assert chat[1]["content"] == beast_task.query  # the question itself names no meaning: unchanged
+    # Off by default, and a reply that names no meaning gets nothing.
+    assert LLMAssistant(FixedBackend(str), prompt_style="compact").conversation(obs)[-1]["content"] == reply
+    turns = [{"role": "user", "content": beast_task.query}, {"role": "assistant", "content": "CLARIFY: ?"},
+             {"role": "user", "content": "I'm not sure what you are asking."}]
+    assert with_reply_lookup(turns, beast_task.context) == turns
+    # The chat only grows from turn to turn (SFT trains on the last one as a whole).
+    obs2, *_ = env.step("ANSWER: Jay Ryan")
+    assert LLMAssistant(FixedBackend(str), prompt_style="compact", reply_lookup=True).conversation(obs2)[:len(chat)] == chat
 
 
 @pytest.mark.parametrize("few_shot_format", ["system", "turns"])

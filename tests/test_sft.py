@@ -17,7 +17,7 @@ from agents.tiny_model import build_tiny_model
 from trainers.config import SFTConfig
 from trainers.rollout import RolloutEngine
 from model_support import NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE
-from trainers.sft import IGNORE, METRICS_FILE, build_sft_examples, latest_checkpoint, train_sft
+from trainers.sft import IGNORE, METRICS_FILE, StepPlan, build_sft_examples, latest_checkpoint, train_sft
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,6 +188,30 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tiny, examples, tmp_p
         losses.append([r["loss"] for r in train_sft(tiny, examples[:4], tmp_path / str(checkpointing), config)
                        .metrics["loss_curve"]])
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_group_by_length_batches_similar_lengths_and_still_covers_every_example_once():
+    lengths = [int(x) for x in torch.randint(5, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    config = SFTConfig(batch_size=8, epochs=2, group_by_length=True, seed=3)
+    plan = StepPlan.make(len(lengths), config, 1, lengths)
+    plain = StepPlan.make(len(lengths), SFTConfig(batch_size=8, epochs=2, seed=3), 1, lengths)
+    assert plain.lengths is None and plan.total_steps == plain.total_steps == 250
+
+    def padded(p, epoch):
+        steps = range(epoch * p.steps_per_epoch, (epoch + 1) * p.steps_per_epoch)
+        return [p.examples(s) for s in steps]
+
+    for epoch in (0, 1):
+        grouped = padded(plan, epoch)
+        assert sorted(i for b in grouped for i in b) == list(range(1000))  # every example once an epoch
+        width = sum(len(b) * max(lengths[i] for i in b) for b in grouped)
+        plain_width = sum(len(b) * max(lengths[i] for i in b) for b in padded(plain, epoch))
+        assert width < 0.7 * plain_width  # far less padding
+        # the batch order is shuffled: not sorted by length across the epoch
+        widths = [max(lengths[i] for i in b) for b in grouped]
+        assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+    assert padded(plan, 0) != padded(plan, 1)
+    assert padded(StepPlan.make(len(lengths), config, 1, lengths), 0) == padded(plan, 0)  # deterministic
 
 
 def test_full_finetuning_saves_a_loadable_checkpoint(tiny, examples, tmp_path):

@@ -31,6 +31,7 @@ class ModelConfig:
     device: str = "auto"  # transformers: "cpu", "cuda", "auto"
     dtype: str = "auto"
     batch_size: int = 64  # transformers: prompts per generate call
+    kv_cache: Literal["dynamic", "static"] = "dynamic"  # transformers: "static" preallocates the cache (2x faster on the tiny model on CPU)
     vllm: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)
     tiny: dict[str, Any] = field(default_factory=dict)  # name "tiny": agents.tiny_model.build_tiny_model sizes (hidden_size, num_layers, vocab_size, ...)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # to the chat template when generating and in SFT (Qwen3: {enable_thinking: false})
@@ -65,6 +66,7 @@ class AssistantConfig:
     few_shot: int = 0  # worked examples shown before the dialogue
     few_shot_format: Literal["system", "turns"] = "system"  # in the system prompt, or as earlier chat turns
     prices_last: bool = False  # compact style: the price lines after the user's question, just before the reply
+    reply_lookup: bool = False  # compact style: the meaning line a clarification reply names, under the reply
 
 
 @dataclass
@@ -106,6 +108,7 @@ class SFTConfig:
     max_length: int = 1024  # longer examples are dropped (never truncated: the last turn would be cut)
     bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 mixed precision where the GPU supports it
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of examples of similar length (less padding; ~1.5x faster on the tiny model)
     seed: int = 0
     logging_steps: int = 10
     checkpoint_steps: int = 0  # > 0: also checkpoint every n steps (always at each epoch's end)

@@ -64,7 +64,7 @@ def make_backend(model: ModelConfig, path: str) -> GenerationBackend:
     from agents.hf_backend import TransformersBackend
 
     return TransformersBackend(path, device=model.device, dtype=model.dtype, batch_size=model.batch_size,
-                               chat_template_kwargs=model.chat_template_kwargs)
+                               chat_template_kwargs=model.chat_template_kwargs, kv_cache=model.kv_cache)
 
 
 def make_assistant(
@@ -80,7 +80,7 @@ def make_assistant(
     return LLMAssistant(
         backend, sampling, adapter=adapter, prompt_style=cfg.assistant.prompt_style,
         few_shot=cfg.assistant.few_shot, few_shot_format=cfg.assistant.few_shot_format,
-        prices_last=cfg.assistant.prices_last,
+        prices_last=cfg.assistant.prices_last, reply_lookup=cfg.assistant.reply_lookup,
         max_questions=cfg.env.max_questions, name=name,
     )
 

@@ -19,6 +19,7 @@ resumed run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -173,11 +174,21 @@ def build_sft_examples(
 
 # --- the step plan ----------------------------------------------------------------------------
 
+# Length grouping sorts the examples of this many consecutive global batches by length
+# (as the "megabatches" of Hugging Face's LengthGroupedSampler).
+LENGTH_GROUP_BATCHES = 50
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """Which examples each optimizer step uses: a seeded permutation per epoch, cut into
     global batches of ``batch_size * grad_accumulation * processes`` examples. A last batch
-    smaller than the number of processes is dropped (every process needs an example)."""
+    smaller than the number of processes is dropped (every process needs an example).
+
+    With ``lengths`` (group by length), each run of ``LENGTH_GROUP_BATCHES`` batches of the
+    permutation is sorted by length before it is cut, and the epoch's batches are then
+    shuffled: a batch holds examples of similar length (less padding), and the order of
+    batches stays random."""
 
     num_examples: int
     global_batch: int
@@ -185,13 +196,16 @@ class StepPlan:
     seed: int
     epochs: int
     max_steps: int
+    lengths: tuple[int, ...] | None = None
 
     @classmethod
-    def make(cls, num_examples: int, config: SFTConfig, processes: int) -> "StepPlan":
+    def make(cls, num_examples: int, config: SFTConfig, processes: int,
+             lengths: Sequence[int] | None = None) -> "StepPlan":
         if num_examples < processes:
             raise ValueError(f"{num_examples} examples cannot feed {processes} processes")
         global_batch = config.batch_size * config.grad_accumulation * processes
-        return cls(num_examples, global_batch, processes, config.seed, config.epochs, config.max_steps)
+        grouped = tuple(lengths) if config.group_by_length and lengths is not None else None
+        return cls(num_examples, global_batch, processes, config.seed, config.epochs, config.max_steps, grouped)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -204,8 +218,21 @@ class StepPlan:
 
     def examples(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.seed + epoch))
-        return order[index * self.global_batch : (index + 1) * self.global_batch].tolist()
+        return self._batches(epoch)[index]
+
+    @functools.lru_cache(maxsize=2)
+    def _batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.num_examples, generator=generator).tolist()
+        if self.lengths is None:
+            return [order[i * self.global_batch : (i + 1) * self.global_batch] for i in range(self.steps_per_epoch)]
+        span = self.global_batch * LENGTH_GROUP_BATCHES
+        order = [i for s in range(0, len(order), span) for i in sorted(order[s : s + span], key=lambda i: -self.lengths[i])]
+        batches = [order[i * self.global_batch : (i + 1) * self.global_batch] for i in range(self.steps_per_epoch)]
+        # the last (short) batch stays last: only full batches are shuffled
+        full = self.num_examples // self.global_batch
+        shuffled = torch.randperm(full, generator=generator).tolist()
+        return [batches[i] for i in shuffled] + batches[full:]
 
     def is_epoch_end(self, step: int) -> bool:
         return (step + 1) % self.steps_per_epoch == 0
@@ -348,7 +375,7 @@ def train_sft(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     processes = accelerator.num_processes
-    plan = StepPlan.make(len(examples), config, processes)
+    plan = StepPlan.make(len(examples), config, processes, [len(e.input_ids) for e in examples])
     # Not accelerator.prepare'd: that would step the schedule once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(plan.total_steps, config.warmup_ratio))
     model, optimizer = accelerator.prepare(model, optimizer)
