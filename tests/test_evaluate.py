@@ -1,6 +1,7 @@
 """Evaluation at fixed prices: statistics, oracle regret and agreement, steerability, files, CLI."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from agents import AlwaysAnswer, AlwaysMulti, OraclePolicy, ScriptedUser
 from clarify_env.costs import Costs
 from trainers.cli import main
 from trainers.evaluate import (
+    EvalReport,
     bootstrap_ci, evaluate_episodes, evaluate_policy, spearman, split_points, split_specs, task_lookup,
 )
 from trainers.rollout import RolloutEngine
@@ -151,3 +153,21 @@ def test_an_evaluation_resumes_its_own_episodes_but_refuses_another_policys(tmp_
     assert again.points == first.points
     with pytest.raises(ValueError, match="always_multi"):
         evaluate_policy(AlwaysAnswer(), points, 3, ENV, seed=0, out_dir=tmp_path)
+
+
+def test_steerability_within_each_split_is_reported_beside_the_pooled_one(oracle_report):
+    """The acceptance reads the held-out prices alone: extrapolation points that reverse
+    the trend must not hide it (nor be hidden by it)."""
+    held = oracle_report.points
+    top = max(p.question for p in held)
+    beyond = [dataclasses.replace(p, split="far", question=p.question + top + 1, clarify_rate=1.0 - p.clarify_rate)
+              for p in held]
+    report = EvalReport.from_points(oracle_report.policy, [*held, *beyond])
+    within = report.split_steerability()
+    name = "clarify_rate_vs_question_price"
+    assert within[held[0].split][name] == oracle_report.steerability[name]
+    assert within["far"][name]["policy"] > 0.5  # the reversed copy rises with the price
+    summary = report.summary()
+    assert summary[f"{held[0].split}/steerability/{name}"] == oracle_report.steerability[name]["policy"]
+    assert summary[f"far/steerability/{name}"] > 0.5 and f"steerability/{name}" in summary
+    assert "Within far only:" in report.to_markdown()

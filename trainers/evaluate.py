@@ -284,13 +284,21 @@ class EvalReport:
 
     def summary(self) -> dict[str, float]:
         """Scalars to log: per split the mean over its points of each ``SUMMARIZED`` metric
-        (``"<split>/<metric>"``), and the policy's defined steerability correlations."""
+        (``"<split>/<metric>"``) and the policy's defined steerability correlations within the
+        split (``"<split>/steerability/<name>"``), and over all points (``"steerability/<name>"``)."""
         out = {}
-        for split in dict.fromkeys(p.split for p in self.points):
+        for split, values in self.split_steerability().items():
             points = [p for p in self.points if p.split == split]
             out.update({f"{split}/{m}": float(np.mean([getattr(p, m) for p in points])) for m in SUMMARIZED})
+            out.update({f"{split}/steerability/{k}": v["policy"] for k, v in values.items() if v["policy"] is not None})
         out.update({f"steerability/{k}": v["policy"] for k, v in self.steerability.items() if v["policy"] is not None})
         return out
+
+    def split_steerability(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """``steerability`` of each split's points alone (e.g. the held-out prices without
+        the extrapolation ones), by split."""
+        splits = dict.fromkeys(p.split for p in self.points)
+        return {s: steerability([p for p in self.points if p.split == s]) for s in splits}
 
     def to_markdown(self) -> str:
         """A table with one row per price point, then the steerability correlations."""
@@ -309,6 +317,13 @@ class EvalReport:
         for name, values in self.steerability.items():
             shown = " / ".join("undefined" if v is None else f"{v:+.2f}" for v in (values["policy"], values["oracle"]))
             lines.append(f"- {name}: {shown}")
+        by_split = self.split_steerability()
+        if len(by_split) > 1:
+            for split, values in by_split.items():
+                lines += ["", f"Within {split} only:", ""]
+                for name, v in values.items():
+                    shown = " / ".join("undefined" if x is None else f"{x:+.2f}" for x in (v["policy"], v["oracle"]))
+                    lines.append(f"- {name}: {shown}")
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:

@@ -258,7 +258,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 record = {"policy": dataclasses.asdict(policy), "summary": report.summary()}
                 mark_done(folder, record)
             shown = {k: v for k, v in record["summary"].items() if k.endswith(("/reward", "/regret", "/oracle_agreement"))
-                     or k.startswith("steerability/")}
+                     or "steerability/" in k}
             print(f"[eval {policy.name}] " + ", ".join(f"{k}={v:.3f}" for k, v in shown.items()))
 
         if cfg.rest.seed.enabled:
