@@ -148,6 +148,14 @@ def _sweep_rho(points: Sequence[PointMetrics], metric: str, price: str) -> float
     return float(np.mean(rhos)) if rhos else None
 
 
+def _rho_lines(values: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """``- name: policy / oracle`` lines of a steerability mapping, for the markdown table."""
+    return [
+        f"- {name}: " + " / ".join("undefined" if x is None else f"{x:+.2f}" for x in (rho["policy"], rho["oracle"]))
+        for name, rho in values.items()
+    ]
+
+
 def steerability(points: Sequence[PointMetrics]) -> dict[str, dict[str, float | None]]:
     """Spearman rho along each price with the other held fixed, for the policy and the
     oracle (see the module docstring)."""
@@ -314,16 +322,11 @@ class EvalReport:
                      *(f"{p.baselines[n]['reward']:.3f}" for n in names)]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Steerability (Spearman rho along each price, the other held fixed; policy / oracle):", ""]
-        for name, values in self.steerability.items():
-            shown = " / ".join("undefined" if v is None else f"{v:+.2f}" for v in (values["policy"], values["oracle"]))
-            lines.append(f"- {name}: {shown}")
+        lines += _rho_lines(self.steerability)
         by_split = self.split_steerability()
         if len(by_split) > 1:
             for split, values in by_split.items():
-                lines += ["", f"Within {split} only:", ""]
-                for name, v in values.items():
-                    shown = " / ".join("undefined" if x is None else f"{x:+.2f}" for x in (v["policy"], v["oracle"]))
-                    lines.append(f"- {name}: {shown}")
+                lines += ["", f"Within {split} only:", "", *_rho_lines(values)]
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
