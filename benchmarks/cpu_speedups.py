@@ -1,16 +1,20 @@
-"""Two CPU speed-ups for the quickstart's tiny model: a static KV cache and length-grouped SFT batches.
+"""CPU speed-ups for the quickstart's tiny model: a static KV cache, generation in waves, packed and
+length-grouped SFT batches.
 
-    python benchmarks/cpu_speedups.py [--policy DIR] [--episodes 1536] [--steps 40]
+    python benchmarks/cpu_speedups.py [--policy DIR] [--episodes 1536] [--steps 40] [--no-generation]
 
 (a) Generation: ReST's grow stage (compact prompt with reply lookup, scripted user,
     temperature 1, 6 samples per group, 256 envs) with ``model.kv_cache`` "dynamic" and
-    "static": episodes/s, and whether the episodes are identical (they should be: the
-    cache changes where keys and values live, not what is computed).
+    "static", and static with ``model.wave_tokens: 16``: episodes/s, and whether the
+    episodes are identical (they should be: the cache changes where keys and values live,
+    the waves which rows share a call, not what is computed).
 (b) Training: seconds per optimizer step (batch 32, full fine-tuning) on the seed
-    dialogues, batches drawn plainly and with ``sft.group_by_length``, with the padded
-    share of the tokens. Grouping changes which examples share a step, so it also
-    changes what is learnt per step (BENCHMARKS.md: the quickstart's behaviour cloning
-    reached loss 0.27 grouped vs 0.13 plain after 1,688 steps).
+    dialogues: batches drawn plainly and padded, the same batches packed (``sft.packing``:
+    no pad tokens, the same loss and gradient), and batches grouped by length
+    (``sft.group_by_length``), with the padded share of the tokens. Grouping changes which
+    examples share a step, so it also changes what is learnt per step (BENCHMARKS.md: the
+    quickstart's behaviour cloning reached loss 0.27 grouped vs 0.13 plain after 1,688
+    steps); packing does not.
 
 ``--policy`` is a trained tiny policy (e.g. ``runs/quickstart/seed/policy``), so that the
 messages have realistic lengths; without it an untrained model is built (its messages
@@ -27,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from agents.generation import SamplingParams
@@ -39,7 +42,7 @@ from trainers.config import SFTConfig
 from trainers.models import tiny_corpus
 from trainers.rest import SeedPolicy
 from trainers.rollout import RolloutEngine
-from trainers.sft import IGNORE, StepPlan, _collate, build_sft_examples
+from trainers.sft import StepPlan, _collate, _collate_packed, _token_loss_sum, build_sft_examples
 
 RESULTS = Path(__file__).parent / "results"
 ENV = {"source": "synthetic", "costs": "default:train", "max_questions": 1}
@@ -54,24 +57,25 @@ def grow(backend: TransformersBackend, episodes: int) -> tuple[float, list]:
     return time.perf_counter() - start, played
 
 
-def train_steps(model_dir: Path, examples: list, pad: int, grouped: bool, steps: int) -> dict[str, float]:
+def train_steps(model_dir: Path, examples: list, pad: int, mode: str, steps: int) -> dict[str, float]:
+    """Seconds per optimizer step with batches "plain" (padded), "packed" or "group_by_length"."""
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    config = SFTConfig(lora=False, batch_size=32, group_by_length=grouped)
+    config = SFTConfig(lora=False, batch_size=32, group_by_length=mode == "group_by_length")
     plan = StepPlan.make(len(examples), config, 1, [len(e.input_ids) for e in examples])
     seconds = padded = real = 0.0
     for step in range(steps + 3):
-        batch = _collate([examples[i] for i in plan.examples(step)], pad, torch.device("cpu"))
+        chosen = [examples[i] for i in plan.examples(step)]
         start = time.perf_counter()
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)
-        loss.backward()
+        batch = (_collate_packed(chosen, pad, 256, torch.device("cpu")) if mode == "packed"
+                 else _collate(chosen, pad, torch.device("cpu")))
+        _token_loss_sum(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad()
         if step >= 3:  # the first steps warm up allocators
             seconds += time.perf_counter() - start
             padded += batch["input_ids"].numel()
-            real += float(batch["attention_mask"].sum())
+            real += sum(len(e.input_ids) for e in chosen)
     return {"seconds_per_step": seconds / steps, "padding_share": 1 - real / padded}
 
 
@@ -80,6 +84,7 @@ def main() -> None:
     p.add_argument("--policy", default=None, help="a trained tiny policy directory (default: build an untrained one)")
     p.add_argument("--episodes", type=int, default=1536)
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--no-generation", action="store_true", help="only the training measurements")
     args = p.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,12 +92,15 @@ def main() -> None:
             Path(tmp) / "tiny", tiny_corpus(seed=0), vocab_size=768, hidden_size=128, num_layers=2, num_heads=4,
             intermediate_size=384)
         generation = {}
-        for cache in ("dynamic", "static"):
-            backend = TransformersBackend(model_dir, device="cpu", batch_size=256, kv_cache=cache)
+        variants = {"dynamic": ("dynamic", None), "static": ("static", None), "static+waves": ("static", 16)}
+        for name, (cache, waves) in ({} if args.no_generation else variants).items():
+            backend = TransformersBackend(model_dir, device="cpu", batch_size=256, kv_cache=cache, wave_tokens=waves)
             seconds, played = grow(backend, args.episodes)
-            generation[cache] = {"episodes_per_s": args.episodes / seconds, "seconds": seconds,
-                                 "messages": [e.messages for e in played]}
-        same = generation["dynamic"].pop("messages") == generation["static"].pop("messages")
+            generation[name] = {"episodes_per_s": args.episodes / seconds, "seconds": seconds,
+                                "messages": [e.messages for e in played]}
+        same = None if args.no_generation else (
+            generation["dynamic"].pop("messages") == generation["static"].pop("messages")
+            == generation["static+waves"].pop("messages"))
 
         backend = TransformersBackend(model_dir, device="cpu")
         seed = SeedPolicy({"ANSWER": 1, "MULTI": 1, "CLARIFY": 2},
@@ -100,25 +108,35 @@ def main() -> None:
         dialogues = RolloutEngine(ENV, seed, ScriptedUser(), num_envs=256, samples_per_group=1, seed=0,
                                   policy_name="seed").run(32 * 50 * 2, None, progress=False)
         examples = build_sft_examples(dialogues, backend.tokenizer, 512)
-        training = {name: train_steps(model_dir, examples, backend.tokenizer.pad_token_id, grouped, args.steps)
-                    for name, grouped in (("plain", False), ("group_by_length", True))}
+        training = {mode: train_steps(model_dir, examples, backend.tokenizer.pad_token_id, mode, args.steps)
+                    for mode in ("plain", "packed", "group_by_length")}
 
     result = {
         "model": args.policy or "untrained tiny (hidden 128, 2 layers, vocab 768)",
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "generation": generation, "same_episodes": same,
-        "generation_speedup": generation["static"]["episodes_per_s"] / generation["dynamic"]["episodes_per_s"],
-        "training": training,
-        "training_speedup": training["plain"]["seconds_per_step"] / training["group_by_length"]["seconds_per_step"],
+        "generation": generation, "same_episodes": same, "training": training,
+        "packing_speedup": training["plain"]["seconds_per_step"] / training["packed"]["seconds_per_step"],
+        "grouping_speedup": training["plain"]["seconds_per_step"] / training["group_by_length"]["seconds_per_step"],
     }
-    print(f"| measurement | plain | faster | ratio |\n|---|---|---|---|\n"
-          f"| grow, episodes/s (dynamic vs static KV cache) | {generation['dynamic']['episodes_per_s']:.1f} | "
-          f"{generation['static']['episodes_per_s']:.1f} | {result['generation_speedup']:.2f}x |\n"
-          f"| SFT, s/step (plain vs grouped by length) | {training['plain']['seconds_per_step']:.3f} | "
-          f"{training['group_by_length']['seconds_per_step']:.3f} | {result['training_speedup']:.2f}x |\n"
-          f"| padded share of tokens | {training['plain']['padding_share']:.2f} | "
-          f"{training['group_by_length']['padding_share']:.2f} | |")
-    print(f"identical episodes with both caches: {same}")
+    rows = ["| measurement | plain | faster | ratio |", "|---|---|---|---|"]
+    if generation:
+        result["generation_speedup"] = generation["static"]["episodes_per_s"] / generation["dynamic"]["episodes_per_s"]
+        result["waves_speedup"] = (generation["static+waves"]["episodes_per_s"]
+                                   / generation["static"]["episodes_per_s"])
+        rows.append(f"| grow, episodes/s (dynamic vs static KV cache) | {generation['dynamic']['episodes_per_s']:.1f} | "
+                    f"{generation['static']['episodes_per_s']:.1f} | {result['generation_speedup']:.2f}x |")
+        rows.append(f"| grow, episodes/s (static vs static + waves of 16 tokens) | "
+                    f"{generation['static']['episodes_per_s']:.1f} | {generation['static+waves']['episodes_per_s']:.1f} | "
+                    f"{result['waves_speedup']:.2f}x |")
+    plain = training["plain"]
+    for mode, key in (("packed", "packing_speedup"), ("group_by_length", "grouping_speedup")):
+        rows.append(f"| SFT, s/step (plain vs {mode}) | {plain['seconds_per_step']:.3f} | "
+                    f"{training[mode]['seconds_per_step']:.3f} | {result[key]:.2f}x |")
+        rows.append(f"| padded share of tokens (plain vs {mode}) | {plain['padding_share']:.2f} | "
+                    f"{training[mode]['padding_share']:.2f} | |")
+    print("\n".join(rows))
+    if same is not None:
+        print(f"identical episodes with all three: {same}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_speedups.json").write_text(json.dumps(result, indent=2))
 

@@ -39,6 +39,11 @@ def test_a_wrong_type_in_an_override_is_named() -> None:
         load_config(CONFIGS[0], ["rest.iterations=two"])
 
 
+def test_a_value_out_of_range_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'model\.wave_tokens' must be a positive number"):
+        load_config(CONFIGS[0], ["model.wave_tokens=0"])
+
+
 def test_a_float_written_without_a_dot_is_read_as_a_number():
     from trainers.config import load_config
 

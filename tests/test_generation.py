@@ -98,6 +98,22 @@ def test_static_kv_cache_gives_the_same_completions(backend: TransformersBackend
         TransformersBackend(tiny, device="cpu", kv_cache="paged")
 
 
+def test_generation_in_waves_gives_the_tokens_of_one_call(backend: TransformersBackend, tiny: Path, adapter: Path) -> None:
+    waves = TransformersBackend(tiny, device="cpu", batch_size=2, adapters={"lora": adapter}, wave_tokens=3)
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=12)
+    stopped = SamplingParams(temperature=1.0, max_new_tokens=12, stop=("e",))  # rows end at different steps
+    seeds = list(range(len(CONVERSATIONS)))
+    lengths = set()
+    for adapter_name in (None, "lora"):
+        for params, row_seeds in ((GREEDY, None), (sampled, seeds), (stopped, seeds)):
+            in_waves = waves.generate(CONVERSATIONS, params, adapter_name, seeds=row_seeds)
+            assert in_waves == backend.generate(CONVERSATIONS, params, adapter_name, seeds=row_seeds)
+            lengths |= {len(c.token_ids) for out in in_waves for c in out}
+    assert min(lengths) <= 3 and max(lengths) == 12  # rows ended in the first wave and in the last
+    with pytest.raises(ValueError, match="wave_tokens"):
+        TransformersBackend(tiny, device="cpu", wave_tokens=0)
+
+
 def test_lora_adapter_changes_the_output_and_matches_peft(
     backend: TransformersBackend, tiny: Path, adapter: Path
 ) -> None:

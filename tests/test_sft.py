@@ -17,7 +17,9 @@ from agents.tiny_model import build_tiny_model
 from trainers.config import SFTConfig
 from trainers.rollout import RolloutEngine
 from model_support import NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE
-from trainers.sft import IGNORE, METRICS_FILE, StepPlan, build_sft_examples, latest_checkpoint, train_sft
+from trainers.sft import (
+    IGNORE, METRICS_FILE, PackingUnsupported, StepPlan, build_sft_examples, latest_checkpoint, pack_rows, train_sft,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,6 +214,54 @@ def test_group_by_length_batches_similar_lengths_and_still_covers_every_example_
         assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
     assert padded(plan, 0) != padded(plan, 1)
     assert padded(StepPlan.make(len(lengths), config, 1, lengths), 0) == padded(plan, 0)  # deterministic
+
+
+def test_pack_rows_fills_rows_first_fit_decreasing_and_places_every_item_once():
+    lengths = [int(x) for x in torch.randint(5, 120, (200,), generator=torch.Generator().manual_seed(1))]
+    rows = pack_rows(lengths, 256)
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    assert all(sum(lengths[i] for i in row) <= 256 for row in rows)
+    assert len(rows) <= -(-sum(lengths) // 256) + 1  # at most one row more than the tokens need
+    assert pack_rows([300, 10], 256) == [[0], [1]]  # an overlong item gets its own row
+
+
+def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tiny, examples):
+    from trainers.sft import _collate, _collate_packed, _token_loss_sum, check_packing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    batch = list(examples[:12])
+    padded, packed = _collate(batch, 0, torch.device("cpu")), _collate_packed(batch, 0, 256, torch.device("cpu"))
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    assert (packed["labels"] != IGNORE).sum() == sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in batch)
+    grads = []
+    for b in (padded, packed):
+        model.zero_grad()
+        loss = _token_loss_sum(model, b)
+        loss.backward()
+        grads.append((loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
+    check_packing(model, batch, 0, 256, torch.device("cpu"))  # passes on a model that honours position_ids
+
+    # a model whose attention ignores position_ids (tokens attend across packed examples) is refused
+    original = model.model.forward
+
+    def ignore_positions(*args, position_ids=None, **kwargs):
+        return original(*args, **kwargs)
+
+    model.model.forward = ignore_positions
+    with pytest.raises(PackingUnsupported, match="sft.packing=false"):
+        check_packing(model, batch, 0, 256, torch.device("cpu"))
+
+
+def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path):
+    curves = []
+    for packing in (False, True):
+        config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=packing)
+        curves.append([r["loss"] for r in train_sft(tiny, examples[:16], tmp_path / str(packing), config)
+                       .metrics["loss_curve"]])
+    assert len(curves[0]) == 4
+    assert curves[1] == pytest.approx(curves[0], rel=1e-3)
 
 
 def test_full_finetuning_saves_a_loadable_checkpoint(tiny, examples, tmp_path):

@@ -64,7 +64,8 @@ def make_backend(model: ModelConfig, path: str) -> GenerationBackend:
     from agents.hf_backend import TransformersBackend
 
     return TransformersBackend(path, device=model.device, dtype=model.dtype, batch_size=model.batch_size,
-                               chat_template_kwargs=model.chat_template_kwargs, kv_cache=model.kv_cache)
+                               chat_template_kwargs=model.chat_template_kwargs, kv_cache=model.kv_cache,
+                               wave_tokens=model.wave_tokens)
 
 
 def make_assistant(

@@ -244,8 +244,105 @@ def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device) 
     ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
     labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
     mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]
-    columns = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    owner = [[b] * len(e.input_ids) + [-1] * (width - len(e.input_ids)) for b, e in enumerate(examples)]
+    columns = {"input_ids": ids, "attention_mask": mask, "labels": labels, "owner": owner}
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: the indices of ``lengths`` grouped into rows whose lengths sum to
+    at most ``capacity`` (an item longer than ``capacity`` gets a row of its own)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        row = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if row is None:
+            rows.append([])
+            room.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= lengths[i]
+    return rows
+
+
+def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int,
+                    device: torch.device) -> dict[str, torch.Tensor]:
+    """Padding-free micro-batch: the examples packed end to end into rows of at most
+    ``capacity`` tokens, ``position_ids`` restarting at 0 for each example (the model's mask
+    then keeps attention within each example) and no attention_mask; each example's first
+    label is -100, so no token is trained to predict the next example. ``owner`` gives each
+    token's example (its index in ``examples``; -1 for padding)."""
+    rows = pack_rows([len(e.input_ids) for e in examples], capacity)
+    width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+    ids, positions, labels, owner = [], [], [], []
+    for row in rows:
+        r_ids: list[int] = []
+        r_pos: list[int] = []
+        r_lab: list[int] = []
+        r_own: list[int] = []
+        for i in row:
+            e = examples[i]
+            r_ids += e.input_ids
+            r_pos += range(len(e.input_ids))
+            r_lab += [IGNORE] + e.labels[1:]
+            r_own += [i] * len(e.input_ids)
+        fill = width - len(r_ids)  # the tail is one more (ignored) sequence of pad tokens
+        ids.append(r_ids + [pad_id] * fill)
+        positions.append(r_pos + list(range(fill)))
+        labels.append(r_lab + [IGNORE] * fill)
+        owner.append(r_own + [-1] * fill)
+    columns = {"input_ids": ids, "position_ids": positions, "labels": labels, "owner": owner}
+    return {k: torch.tensor(v, device=device) for k, v in columns.items()}
+
+
+def _token_losses(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token cross-entropy at every position (0 where the label is -100), shape (rows, width - 1)."""
+    # use_cache=False: with a cache, transformers ignores packed position_ids when masking
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE, reduction="none",
+    ).view(logits.shape[:2])
+
+
+def _token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over the batch's label tokens."""
+    return _token_losses(model, batch).sum()
+
+
+def _losses_by_example(model: Any, batch: Mapping[str, torch.Tensor], count: int) -> list[torch.Tensor]:
+    """Each example's label-token losses, in token order."""
+    losses, owner = _token_losses(model, batch), batch["owner"][:, 1:]
+    labelled = batch["labels"][:, 1:] != IGNORE
+    return [losses[(owner == k) & labelled] for k in range(count)]
+
+
+class PackingUnsupported(RuntimeError):
+    """The model's attention ignores packed ``position_ids`` (its tokens would attend across
+    examples): train it with ``sft.packing=false``."""
+
+
+@torch.no_grad()
+def check_packing(model: Any, examples: Sequence[SFTExample], pad_id: int, capacity: int,
+                  device: torch.device) -> None:
+    """Raise :class:`PackingUnsupported` unless every label token of ``examples`` has the same
+    loss packed and padded (the model confines attention to each packed example)."""
+    was_training = model.training
+    model.eval()
+    try:
+        padded = _losses_by_example(model, _collate(examples, pad_id, device), len(examples))
+        packed = _losses_by_example(model, _collate_packed(examples, pad_id, capacity, device), len(examples))
+    finally:
+        model.train(was_training)
+    # float32 layouts agree to ~1e-6; low-precision weights round differently per layout
+    full_precision = next(model.parameters()).dtype == torch.float32
+    tolerance = 1e-3 if full_precision else 0.1
+    gap = max((a - b).abs().max().item() for a, b in zip(padded, packed) if a.numel())
+    if gap > tolerance:
+        raise PackingUnsupported(
+            f"sft.packing: a token's loss differs by {gap:.4f} packed and padded: this model's attention does "
+            "not keep packed examples apart (it ignores position_ids); set sft.packing=false"
+        )
 
 
 def _label_tokens(example: SFTExample) -> int:
@@ -387,6 +484,15 @@ def train_sft(
         start, curve = _restore(checkpoint, fingerprint, accelerator.unwrap_model(model), optimizer, scheduler)
         accelerator.print(f"[sft] resumed from {checkpoint} at step {start}/{plan.total_steps}")
 
+    if config.packing:
+        capacity = max(config.max_length, max(len(e.input_ids) for e in examples))
+        collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=capacity, device=accelerator.device)
+        if start < plan.total_steps:
+            check_packing(model, [examples[i] for i in plan.examples(start)[: config.batch_size]], pad_id, capacity,
+                          accelerator.device)
+    else:
+        collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device)
+
     model.train()
     window_loss = window_tokens = 0.0
     for step in range(start, plan.total_steps):
@@ -397,14 +503,10 @@ def train_sft(
         micro_batches = [share[j : j + config.batch_size] for j in range(0, len(share), config.batch_size)]
         local_loss = 0.0
         for j, micro in enumerate(micro_batches):
-            batch = _collate([examples[i] for i in micro], pad_id, accelerator.device)
+            batch = collate([examples[i] for i in micro])
             # Gradients are all-reduced (averaged over processes) on the last micro-batch only.
             with accelerator.no_sync(model) if j < len(micro_batches) - 1 else nullcontext():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                token_losses = F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                    ignore_index=IGNORE, reduction="sum",
-                )
+                token_losses = _token_loss_sum(model, batch)
                 accelerator.backward(token_losses * processes / max(step_tokens, 1))
             local_loss += token_losses.item()
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
