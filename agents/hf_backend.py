@@ -84,9 +84,10 @@ class TransformersBackend(GenerationBackend):
     (their prompt and tokens so far re-encoded, the finished rows dropped), the wave
     doubling each time up to ``max_new_tokens``. A batch no longer decodes every row until its
     longest message ends: on CPU, where a decode step costs in proportion to the rows and
-    their cache, the quickstart's generation runs ~1.6x faster. Greedy rows and seeded samples
-    (``seeds``: the noise continues from the step the last wave reached) are the tokens a single
-    call gives, up to floating-point rounding between a cached and a re-encoded prefix.
+    their cache, the quickstart's grow stage runs 1.35x faster (``benchmarks/cpu_speedups.py``).
+    Greedy rows and seeded samples (``seeds``: the noise continues from the step the last wave
+    reached) are the tokens a single call gives, up to floating-point rounding between a
+    cached and a re-encoded prefix.
     """
 
     def __init__(

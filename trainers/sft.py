@@ -10,6 +10,11 @@ without CUDA the processes train on CPU over gloo). Every process knows
 the whole step plan (a seeded permutation per epoch), so each optimizer step averages
 the loss over all of the step's label tokens on all processes, whatever their number.
 
+``packing=True`` trains padding-free: each micro-batch's examples are packed end to end
+into rows of ``max_length`` tokens with ``position_ids`` restarting per example (transformers
+then keeps attention within each example); the examples and the loss of a step do not
+change, only the pad tokens go. The first batch is checked packed against padded.
+
 Resumable: a checkpoint (trainable weights, optimizer, scheduler, loss curve) is written
 at the end of every epoch (and every ``checkpoint_steps``); ``resume=True`` continues from
 the latest. Randomness (dropout) is re-seeded from the step number at every step, so a
