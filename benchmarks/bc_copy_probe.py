@@ -101,7 +101,7 @@ def main() -> None:
             order, position = rng.permutation(len(train)), 0
         chosen = [train[j] for j in order[position:position + 32]]
         position += 32
-        # padding-free (sft.packing): the same loss as a padded batch, ~1.6x faster here
+        # padding-free (sft.packing): the same loss as a padded batch, 1.4x faster (cpu_speedups.py)
         batch = _collate_packed(chosen, pad, 512, torch.device("cpu"))
         loss = _token_loss_sum(model, batch) / sum(_label_tokens(e) for e in chosen)
         loss.backward()

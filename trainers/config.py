@@ -114,7 +114,7 @@ class SFTConfig:
     bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 mixed precision where the GPU supports it
     gradient_checkpointing: bool = False
     packing: bool = False  # padding-free: each micro-batch's examples packed end to end into rows of max_length tokens (same examples and loss per step, no pad tokens; 1.4x faster quickstart steps on CPU)
-    group_by_length: bool = False  # batches of examples of similar length (less padding: 1.85x faster steps on the tiny model, but less learnt per step)
+    group_by_length: bool = False  # batches of examples of similar length (less padding: 1.4-1.85x faster steps on the tiny model, but less learnt per step: BENCHMARKS.md)
     seed: int = 0
     logging_steps: int = 10
     checkpoint_steps: int = 0  # > 0: also checkpoint every n steps (always at each epoch's end)

@@ -243,14 +243,17 @@ class StepPlan:
         return (step + 1) % self.steps_per_epoch == 0
 
 
-def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch: input_ids and attention_mask and labels, shape (batch, longest)."""
+def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device,
+             with_owner: bool = False) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch: input_ids and attention_mask and labels, shape (batch, longest);
+    ``with_owner`` adds ``owner``, each token's example (its row; -1 for padding)."""
     width = max(len(e.input_ids) for e in examples)
     ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
     labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
     mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]
-    owner = [[b] * len(e.input_ids) + [-1] * (width - len(e.input_ids)) for b, e in enumerate(examples)]
-    columns = {"input_ids": ids, "attention_mask": mask, "labels": labels, "owner": owner}
+    columns = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if with_owner:
+        columns["owner"] = [[b] * len(e.input_ids) + [-1] * (width - len(e.input_ids)) for b, e in enumerate(examples)]
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -271,12 +274,12 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int,
-                    device: torch.device) -> dict[str, torch.Tensor]:
+                    device: torch.device, with_owner: bool = False) -> dict[str, torch.Tensor]:
     """Padding-free micro-batch: the examples packed end to end into rows of at most
     ``capacity`` tokens, ``position_ids`` restarting at 0 for each example (the model's mask
     then keeps attention within each example) and no attention_mask; each example's first
-    label is -100, so no token is trained to predict the next example. ``owner`` gives each
-    token's example (its index in ``examples``; -1 for padding)."""
+    label is -100, so no token is trained to predict the next example. ``with_owner`` adds
+    ``owner``, each token's example (its index in ``examples``; -1 for padding)."""
     rows = pack_rows([len(e.input_ids) for e in examples], capacity)
     width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
     ids, positions, labels, owner = [], [], [], []
@@ -296,7 +299,9 @@ def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int,
         positions.append(r_pos + list(range(fill)))
         labels.append(r_lab + [IGNORE] * fill)
         owner.append(r_own + [-1] * fill)
-    columns = {"input_ids": ids, "position_ids": positions, "labels": labels, "owner": owner}
+    columns = {"input_ids": ids, "position_ids": positions, "labels": labels}
+    if with_owner:
+        columns["owner"] = owner
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -335,8 +340,9 @@ def check_packing(model: Any, examples: Sequence[SFTExample], pad_id: int, capac
     was_training = model.training
     model.eval()
     try:
-        padded = _losses_by_example(model, _collate(examples, pad_id, device), len(examples))
-        packed = _losses_by_example(model, _collate_packed(examples, pad_id, capacity, device), len(examples))
+        padded = _losses_by_example(model, _collate(examples, pad_id, device, with_owner=True), len(examples))
+        packed = _losses_by_example(
+            model, _collate_packed(examples, pad_id, capacity, device, with_owner=True), len(examples))
     finally:
         model.train(was_training)
     # float32 layouts agree to ~1e-6; low-precision weights round differently per layout
@@ -490,11 +496,12 @@ def train_sft(
         accelerator.print(f"[sft] resumed from {checkpoint} at step {start}/{plan.total_steps}")
 
     if config.packing:
-        capacity = max(config.max_length, max(len(e.input_ids) for e in examples))
-        collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=capacity, device=accelerator.device)
+        # (an example longer than max_length, possible only when passed in directly, gets a row of its own)
+        collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=config.max_length,
+                                    device=accelerator.device)
         if start < plan.total_steps:
-            check_packing(model, [examples[i] for i in plan.examples(start)[: config.batch_size]], pad_id, capacity,
-                          accelerator.device)
+            check_packing(model, [examples[i] for i in plan.examples(start)[: config.batch_size]], pad_id,
+                          config.max_length, accelerator.device)
     else:
         collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device)
 
