@@ -1,5 +1,5 @@
-"""CPU speed-ups for the quickstart's tiny model: a static KV cache, generation in waves, packed and
-length-grouped SFT batches.
+"""CPU speed-ups for the quickstart's tiny model: a static KV cache, generation in waves, bf16,
+packed and length-grouped SFT batches.
 
     python benchmarks/cpu_speedups.py [--policy DIR] [--episodes 1536] [--steps 40] [--no-generation]
 
@@ -7,11 +7,13 @@ length-grouped SFT batches.
     temperature 1, 6 samples per group, 256 envs) with ``model.kv_cache`` "dynamic" and
     "static", and static with ``model.wave_tokens: 16``: episodes/s, and whether the
     episodes are identical (they should be: the cache changes where keys and values live,
-    the waves which rows share a call, not what is computed).
+    the waves which rows share a call, not what is computed); then the same with bf16 weights
+    (``model.dtype: bfloat16``), which rounds differently: the share of identical episodes.
 (b) Training: seconds per optimizer step (batch 32, full fine-tuning) on the seed
     dialogues: batches drawn plainly and padded, the same batches packed (``sft.packing``:
     no pad tokens, the same loss and gradient), and batches grouped by length
-    (``sft.group_by_length``), with the padded share of the tokens. Grouping changes which
+    (``sft.group_by_length``), with the padded share of the tokens; and packed under bf16
+    autocast (``sft.bf16: true``, float32 master weights). Grouping changes which
     examples share a step, so it also changes what is learnt per step (BENCHMARKS.md: the
     quickstart's behaviour cloning reached loss 0.27 grouped vs 0.13 plain after 1,688
     steps); packing does not.
@@ -58,7 +60,8 @@ def grow(backend: TransformersBackend, episodes: int) -> tuple[float, list]:
 
 
 def train_steps(model_dir: Path, examples: list, pad: int, mode: str, steps: int) -> dict[str, float]:
-    """Seconds per optimizer step with batches "plain" (padded), "packed" or "group_by_length"."""
+    """Seconds per optimizer step with batches "plain" (padded), "packed", "packed+bf16" (bf16
+    autocast) or "group_by_length"."""
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     config = SFTConfig(lora=False, batch_size=32, group_by_length=mode == "group_by_length")
@@ -67,9 +70,11 @@ def train_steps(model_dir: Path, examples: list, pad: int, mode: str, steps: int
     for step in range(steps + 3):
         chosen = [examples[i] for i in plan.examples(step)]
         start = time.perf_counter()
-        batch = (_collate_packed(chosen, pad, 256, torch.device("cpu")) if mode == "packed"
+        batch = (_collate_packed(chosen, pad, 256, torch.device("cpu")) if mode.startswith("packed")
                  else _collate(chosen, pad, torch.device("cpu")))
-        _token_loss_sum(model, batch).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16")):
+            loss = _token_loss_sum(model, batch)
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if step >= 3:  # the first steps warm up allocators
@@ -92,15 +97,20 @@ def main() -> None:
             Path(tmp) / "tiny", tiny_corpus(seed=0), vocab_size=768, hidden_size=128, num_layers=2, num_heads=4,
             intermediate_size=384)
         generation = {}
-        variants = {"dynamic": ("dynamic", None), "static": ("static", None), "static+waves": ("static", 16)}
-        for name, (cache, waves) in ({} if args.no_generation else variants).items():
-            backend = TransformersBackend(model_dir, device="cpu", batch_size=256, kv_cache=cache, wave_tokens=waves)
+        variants = {"dynamic": ("dynamic", None, "auto"), "static": ("static", None, "auto"),
+                    "static+waves": ("static", 16, "auto"), "static+waves+bf16": ("static", 16, "bfloat16")}
+        for name, (cache, waves, dtype) in ({} if args.no_generation else variants).items():
+            backend = TransformersBackend(model_dir, device="cpu", batch_size=256, kv_cache=cache, wave_tokens=waves,
+                                          dtype=dtype)
             seconds, played = grow(backend, args.episodes)
             generation[name] = {"episodes_per_s": args.episodes / seconds, "seconds": seconds,
                                 "messages": [e.messages for e in played]}
-        same = None if args.no_generation else (
-            generation["dynamic"].pop("messages") == generation["static"].pop("messages")
-            == generation["static+waves"].pop("messages"))
+        same = bf16_same = None
+        if generation:
+            bf16 = generation["static+waves+bf16"].pop("messages")
+            bf16_same = sum(a == b for a, b in zip(bf16, generation["static+waves"]["messages"])) / len(bf16)
+            same = (generation["dynamic"].pop("messages") == generation["static"].pop("messages")
+                    == generation["static+waves"].pop("messages"))
 
         backend = TransformersBackend(model_dir, device="cpu")
         seed = SeedPolicy({"ANSWER": 1, "MULTI": 1, "CLARIFY": 2},
@@ -109,13 +119,14 @@ def main() -> None:
                                   policy_name="seed").run(32 * 50 * 2, None, progress=False)
         examples = build_sft_examples(dialogues, backend.tokenizer, 512)
         training = {mode: train_steps(model_dir, examples, backend.tokenizer.pad_token_id, mode, args.steps)
-                    for mode in ("plain", "packed", "group_by_length")}
+                    for mode in ("plain", "packed", "packed+bf16", "group_by_length")}
 
     result = {
         "model": args.policy or "untrained tiny (hidden 128, 2 layers, vocab 768)",
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "generation": generation, "same_episodes": same, "training": training,
+        "generation": generation, "same_episodes": same, "bf16_same_episodes_share": bf16_same, "training": training,
         "packing_speedup": training["plain"]["seconds_per_step"] / training["packed"]["seconds_per_step"],
+        "bf16_training_speedup": training["packed"]["seconds_per_step"] / training["packed+bf16"]["seconds_per_step"],
         "grouping_speedup": training["plain"]["seconds_per_step"] / training["group_by_length"]["seconds_per_step"],
     }
     rows = ["| measurement | plain | faster | ratio |", "|---|---|---|---|"]
@@ -128,15 +139,23 @@ def main() -> None:
         rows.append(f"| grow, episodes/s (static vs static + waves of 16 tokens) | "
                     f"{generation['static']['episodes_per_s']:.1f} | {generation['static+waves']['episodes_per_s']:.1f} | "
                     f"{result['waves_speedup']:.2f}x |")
+        result["bf16_generation_speedup"] = (generation["static+waves+bf16"]["episodes_per_s"]
+                                             / generation["static+waves"]["episodes_per_s"])
+        rows.append(f"| grow, episodes/s (static + waves, float32 vs bf16 weights) | "
+                    f"{generation['static+waves']['episodes_per_s']:.1f} | "
+                    f"{generation['static+waves+bf16']['episodes_per_s']:.1f} | {result['bf16_generation_speedup']:.2f}x |")
     plain = training["plain"]
     for mode, key in (("packed", "packing_speedup"), ("group_by_length", "grouping_speedup")):
         rows.append(f"| SFT, s/step (plain vs {mode}) | {plain['seconds_per_step']:.3f} | "
                     f"{training[mode]['seconds_per_step']:.3f} | {result[key]:.2f}x |")
         rows.append(f"| padded share of tokens (plain vs {mode}) | {plain['padding_share']:.2f} | "
                     f"{training[mode]['padding_share']:.2f} | |")
+    rows.append(f"| SFT, s/step (packed, float32 vs bf16 autocast) | {training['packed']['seconds_per_step']:.3f} | "
+                f"{training['packed+bf16']['seconds_per_step']:.3f} | {result['bf16_training_speedup']:.2f}x |")
     print("\n".join(rows))
     if same is not None:
-        print(f"identical episodes with all three: {same}")
+        print(f"identical episodes with the three float32 settings: {same}; "
+              f"with bf16 weights: {bf16_same:.0%} of them")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_speedups.json").write_text(json.dumps(result, indent=2))
 

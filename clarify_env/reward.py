@@ -9,7 +9,7 @@ import collections
 import functools
 import re
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Iterable
 
 from clarify_env.costs import Costs
@@ -88,7 +88,7 @@ class RewardComponents:
     reward: float
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def compute_reward(

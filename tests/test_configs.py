@@ -48,3 +48,17 @@ def test_a_float_written_without_a_dot_is_read_as_a_number():
     from trainers.config import load_config
 
     assert load_config(None, ["sft.learning_rate=1e-4"]).sft.learning_rate == 1e-4
+
+
+def test_the_final_evaluation_can_be_larger_in_some_splits_only() -> None:
+    from trainers.rest import episodes_per_split
+
+    heldout, extrapolation = "default:heldout", "default:extrapolation"
+    cfg = load_config(None, [f"eval.splits=[{heldout}, {extrapolation}]", "eval.episodes_per_point=50",
+                             "rest.final_episodes_per_point=1000", f"rest.final_splits=[{heldout}]"])
+    assert episodes_per_split(cfg, final=True) == {heldout: 1000, extrapolation: 50}
+    assert episodes_per_split(cfg, final=False) == {heldout: 50, extrapolation: 50}
+    cfg = load_config(None, ["eval.episodes_per_point=50", "rest.final_episodes_per_point=1000"])
+    assert set(episodes_per_split(cfg, final=True).values()) == {1000}  # no final_splits: every split
+    with pytest.raises(ConfigError, match=r"'rest\.final_splits' names \['default:train'\]"):
+        load_config(None, ["rest.final_splits=[default:train]"])

@@ -171,3 +171,11 @@ def test_steerability_within_each_split_is_reported_beside_the_pooled_one(oracle
     assert summary[f"{held[0].split}/steerability/{name}"] == oracle_report.steerability[name]["policy"]
     assert summary[f"far/steerability/{name}"] > 0.5 and f"steerability/{name}" in summary
     assert "Within far only:" in report.to_markdown()
+
+
+def test_episodes_per_point_can_differ_by_split(tmp_path):
+    points = split_points(["default:heldout", "default:extrapolation"])
+    report = evaluate_policy(AlwaysMulti(), points, {"default:heldout": 6, "default:extrapolation": 2}, ENV,
+                             seed=0, out_dir=tmp_path, bootstrap_samples=10)
+    counts = {(p.split, p.n) for p in report.points}
+    assert counts == {("default:heldout", 6), ("default:extrapolation", 2)}

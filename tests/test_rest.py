@@ -184,3 +184,25 @@ def test_the_filter_keeping_nothing_is_a_clear_error(tmp_path: Path) -> None:
     assert len(read_episodes(run / "iter-1" / "grow.jsonl")) == 32 and not (run / "iter-1" / "done.json").exists()
     # Without a seed stage the base model is still evaluated first: ReST's starting point.
     assert json.loads((run / "start" / "eval" / "done.json").read_text())["policy"]["name"] == "base"
+
+
+def test_improve_data_accumulates_earlier_kept_episodes_and_mixes_seed_dialogues(tmp_path: Path) -> None:
+    from agents import OraclePolicy, ScriptedUser
+    from trainers.rest import improve_data
+    from trainers.rollout import RolloutEngine
+
+    episodes = RolloutEngine({"source": "synthetic"}, OraclePolicy(), ScriptedUser(), num_envs=8, seed=0).run(30, None)
+    first, second, seed = episodes[:10], episodes[10:20], episodes[20:]
+    (tmp_path / "iter-1").mkdir()
+    with EpisodeLog(tmp_path / "iter-1" / "kept.jsonl") as log:
+        log.write(first)
+    ids = lambda es: [e.episode_id for e in es]  # noqa: E731
+    cfg = load_config(CONFIG)
+    assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(second)  # default: this iteration's only
+    cfg = load_config(CONFIG, ["rest.accumulate_kept=true"])
+    assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(first + second)
+    assert ids(improve_data(cfg, tmp_path, 1, first, seed)) == ids(first)
+    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2"])  # a fifth of 25: 5 seed dialogues
+    mixed = improve_data(cfg, tmp_path, 2, second, seed)
+    assert ids(mixed[:20]) == ids(first + second) and set(ids(mixed[20:])) <= set(ids(seed)) and len(mixed) == 25
+    assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(mixed)  # the same draw again (resume)

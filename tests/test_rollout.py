@@ -166,6 +166,22 @@ def test_samples_of_a_group_share_task_and_prices() -> None:
     assert [e.to_json() for e in again] == [e.to_json() for e in episodes]  # the batching changes nothing
 
 
+def test_price_draws_per_task_play_one_task_at_several_prices() -> None:
+    engine = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=5, samples_per_group=2, seed=9,
+                           price_draws_per_task=3)
+    groups: dict[int, list] = {}
+    for e in engine.run(36, progress=False):
+        groups.setdefault(int(e.group_id.split("-")[0].lstrip("g")), []).append(e)
+    assert sorted(groups) == list(range(18))
+    for t in range(6):  # groups 3t, 3t + 1, 3t + 2: one task, three draws of prices
+        members = [e for g in range(3 * t, 3 * t + 3) for e in groups[g]]
+        assert len({e.task_id for e in members}) == 1
+        assert len({json.dumps(e.costs) for e in members}) == 3
+    assert len({groups[3 * t][0].task_id for t in range(6)}) == 6
+    with pytest.raises(ValueError, match="price_draws_per_task"):
+        RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), price_draws_per_task=0)
+
+
 class FailingUser(ScriptedUser):
     """A scripted user that dies (like a killed process) after some batches."""
 

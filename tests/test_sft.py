@@ -264,6 +264,22 @@ def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path)
     assert curves[1] == pytest.approx(curves[0], rel=1e-3)
 
 
+def test_bf16_mixed_precision_on_the_cpu_packs_and_follows_the_float32_curve(tiny, examples, tmp_path):
+    """bf16 autocast (sft.bf16=true, also on a CPU): the packing check runs in float32 before
+    the forward is cast (bf16 rounding would otherwise look like a leak), the loss follows the
+    float32 curve, and the saved weights stay float32."""
+    curves = []
+    for bf16 in (False, True):
+        config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=True,
+                           bf16=bf16)
+        result = train_sft(tiny, examples[:16], tmp_path / str(bf16), config)
+        assert result.metrics["bf16"] is bf16
+        curves.append([r["loss"] for r in result.metrics["loss_curve"]])
+    assert curves[1] != curves[0]  # the forward did run in bf16
+    assert curves[1] == pytest.approx(curves[0], rel=2e-2)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "True").dtype == torch.float32
+
+
 def test_full_finetuning_saves_a_loadable_checkpoint(tiny, examples, tmp_path):
     config = SFTConfig(lora=False, learning_rate=3e-3, epochs=4, batch_size=8, warmup_ratio=0.0, logging_steps=2)
     result = train_sft(tiny, examples[:8], tmp_path / "full", config)

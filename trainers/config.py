@@ -90,6 +90,9 @@ class RolloutConfig:
 
     num_envs: int = 64  # environments played in lockstep
     samples_per_group: int = 4  # episodes per (task, prices) group
+    # ReST's grow stages: consecutive groups sharing a task, each at its own prices (1: a task
+    # per group); the kept moves of one task then differ by their prices alone
+    price_draws_per_task: int = 1
     episodes: int = 256
 
 
@@ -172,9 +175,15 @@ class ReSTConfig:
     grow_episodes: int = 1024  # per iteration; groups of rollout.samples_per_group
     improve_from: Literal["base", "last"] = "base"  # base: re-fine-tune the starting policy each time (ReST-EM)
     seed_mix: float = 0.0  # share of seed dialogues mixed into each improve step's data
+    # true: each improve step trains on the kept episodes of this and every earlier iteration
+    # (ReST's growing dataset: more distinct tasks per step), not only this iteration's
+    accumulate_kept: bool = False
     eval_start: bool = True  # evaluate the starting policy (the seed stage's, else the base model) as step 0
     eval_each_iteration: bool = True  # else only the starting and the final policy
     final_episodes_per_point: int = 0  # > 0: a larger final evaluation (else eval.episodes_per_point)
+    # the eval splits that larger final evaluation covers (empty: all of eval.splits); the
+    # others get eval.episodes_per_point (e.g. extrapolation prices, which carry no bar)
+    final_splits: list[str] = field(default_factory=list)
     seed: SeedConfig = field(default_factory=SeedConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
 
@@ -195,6 +204,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     rest: ReSTConfig = field(default_factory=ReSTConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.rest.final_splits if s not in self.eval.splits]
+        if unknown:
+            raise ConfigError(f"'rest.final_splits' names {unknown}, not among eval.splits {self.eval.splits}")
 
 
 def _type_name(tp: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -47,7 +47,8 @@ class Episode:
         return self.moves[0] if self.moves else "ERROR"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        # every field already holds JSON types: no asdict deep copy (a third of a scripted rollout's time)
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Episode":

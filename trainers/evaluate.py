@@ -426,7 +426,7 @@ def split_points(specs: Sequence[str]) -> dict[str, list[Costs]]:
 def evaluate_policy(
     assistant: Agent,
     cost_points: Mapping[str, Sequence[Costs]],
-    episodes_per_point: int,
+    episodes_per_point: int | Mapping[str, int],
     env: Mapping[str, Any],
     seed: int,
     out_dir: str | Path,
@@ -437,8 +437,8 @@ def evaluate_policy(
     policy_name: str | None = None,
     progress: bool = False,
 ) -> EvalReport:
-    """Play ``episodes_per_point`` episodes at every price point with the rollout engine
-    (the same tasks at every point: the task stream depends on ``seed`` alone), evaluate
+    """Play ``episodes_per_point`` episodes (one number, or one per split of ``cost_points``)
+    at every price point with the rollout engine (the same tasks at every point: the task stream depends on ``seed`` alone), evaluate
     them and write the report to ``out_dir`` (episode files in ``out_dir/episodes``: a
     killed evaluation resumes). ``env`` holds ``ClarifyEnv`` keyword arguments (its
     ``costs`` is replaced by each point); ``user`` defaults to the scripted user.
@@ -452,16 +452,17 @@ def evaluate_policy(
     lookup = task_lookup(source)
     points = []
     for split, grid in cost_points.items():
+        count = episodes_per_point[split] if isinstance(episodes_per_point, Mapping) else episodes_per_point
         for costs in grid:
             engine = RolloutEngine(
                 {**env, "source": source, "costs": costs.to_dict()}, assistant, user,
-                num_envs=min(num_envs, episodes_per_point), samples_per_group=1, seed=seed, policy_name=policy_name,
+                num_envs=min(num_envs, count), samples_per_group=1, seed=seed, policy_name=policy_name,
             )
             path = out / "episodes" / f"{split.replace(':', '-')}_q{costs.question:g}_w{costs.word:g}.jsonl"
             others = {e.policy for e in read_episodes(path)} - {engine.policy_name}
             if others:
                 raise ValueError(f"{path} holds episodes of {sorted(others)}, not {engine.policy_name!r}: use another out_dir")
-            episodes = engine.run(episodes_per_point, path, progress=progress)
+            episodes = engine.run(count, path, progress=progress)
             points += evaluate_episodes(episodes, lookup, split, env, baselines, bootstrap_samples, seed)
     report = EvalReport.from_points(policy_name or assistant.name, points)
     report.write(out)

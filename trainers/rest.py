@@ -178,11 +178,13 @@ def stage_seed(iteration: int, salt: int) -> int:
 
 
 def grow(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, iteration: int, episodes: int) -> list[Episode]:
-    """Self-play ``episodes`` episodes at training prices, K per (task, prices) group."""
+    """Self-play ``episodes`` episodes at training prices, K per (task, prices) group
+    (iteration 0, the seed dialogues: every group its own task)."""
     engine = RolloutEngine(
         env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
         samples_per_group=cfg.rollout.samples_per_group, seed=stage_seed(iteration, cfg.seed),
         policy_name=assistant.name, iteration=iteration,
+        price_draws_per_task=cfg.rollout.price_draws_per_task if iteration > 0 else 1,
     )
     return engine.run(episodes, out, progress=True)
 
@@ -225,13 +227,37 @@ def label_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episo
     return {k: v for k, v in metrics.items() if not np.isnan(v)}
 
 
-def evaluate(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, per_point: int) -> EvalReport:
-    """The policy at the configured evaluation prices (greedy unless eval.temperature > 0)."""
+def episodes_per_split(cfg: RunConfig, final: bool) -> dict[str, int]:
+    """Episodes per price point of each eval split: ``rest.final_episodes_per_point`` (when
+    set) in the final evaluation's splits (``rest.final_splits``, else all), else
+    ``eval.episodes_per_point``."""
+    large = set(cfg.rest.final_splits or cfg.eval.splits) if final and cfg.rest.final_episodes_per_point else set()
+    return {s: cfg.rest.final_episodes_per_point if s in large else cfg.eval.episodes_per_point for s in cfg.eval.splits}
+
+
+def evaluate(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, per_point: int | dict[str, int]) -> EvalReport:
+    """The policy at the configured evaluation prices (greedy unless eval.temperature > 0);
+    ``per_point``: episodes per price point, one number or one per split."""
     return evaluate_policy(
         assistant, split_points(cfg.eval.splits), per_point, env_kwargs(cfg.env), cfg.seed, out, user=user,
         num_envs=cfg.rollout.num_envs, baselines=cfg.eval.baselines, bootstrap_samples=cfg.eval.bootstrap_samples,
         policy_name=assistant.name, progress=True,
     )
+
+
+def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode],
+                 seed_episodes: Sequence[Episode]) -> list[Episode]:
+    """What iteration ``it`` fine-tunes on: its kept episodes, after those of the earlier
+    iterations (read back from their ``kept.jsonl``) with ``rest.accumulate_kept``, plus a
+    ``rest.seed_mix`` share of seed dialogues (the same draw on resume)."""
+    data = list(kept)
+    if cfg.rest.accumulate_kept:
+        data = [e for k in range(1, it) for e in read_episodes(run_dir / f"iter-{k}" / "kept.jsonl")] + data
+    if cfg.rest.seed_mix > 0 and seed_episodes:
+        rng = np.random.default_rng([cfg.seed, it])
+        n = min(len(seed_episodes), int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix))))
+        data += [seed_episodes[i] for i in sorted(rng.choice(len(seed_episodes), n, replace=False))]
+    return data
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -248,7 +274,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
         start = Policy(base_model, cfg.model.adapter, "base")
         seed_episodes: list[Episode] = []
 
-        def evaluate_stage(policy: Policy, folder: Path, step: int, per_point: int) -> None:
+        def evaluate_stage(policy: Policy, folder: Path, step: int, per_point: int | dict[str, int]) -> None:
             record = stage_done(folder)
             if record is None:
                 backend, adapter = gens.get(policy)
@@ -298,11 +324,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                         f"({grown_summary['move_mix']}); the policy may emit only protocol errors — "
                         "train the seed stage longer (rest.seed.episodes / rest.seed.epochs) or loosen rest.filter"
                     )
-                data = list(kept)
-                if cfg.rest.seed_mix > 0 and seed_episodes:
-                    rng = np.random.default_rng([cfg.seed, it])  # per iteration: the same draw on resume
-                    n = min(len(seed_episodes), int(round(cfg.rest.seed_mix * len(kept) / (1 - cfg.rest.seed_mix))))
-                    data += [seed_episodes[i] for i in sorted(rng.choice(len(seed_episodes), n, replace=False))]
+                data = improve_data(cfg, run_dir, it, kept, seed_episodes)
                 init = start if cfg.rest.improve_from == "base" else policy
                 print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data)} from {init.name}")
                 policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}",
@@ -319,8 +341,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 policy = Policy(**record["policy"])
             last = it == cfg.rest.iterations
             if cfg.rest.eval_each_iteration or last:
-                per_point = cfg.rest.final_episodes_per_point if last and cfg.rest.final_episodes_per_point else cfg.eval.episodes_per_point
-                evaluate_stage(policy, folder / "eval", it, per_point)
+                evaluate_stage(policy, folder / "eval", it, episodes_per_split(cfg, final=last))
 
         write_summary(run_dir, time.time() - started)
     finally:

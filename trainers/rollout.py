@@ -111,6 +111,10 @@ class RolloutEngine:
         user: the user agent; with ``reply_batch`` (``LLMUser``) its token ids are recorded.
         num_envs: environments played in lockstep (the batch size of each model call).
         samples_per_group: K, the episodes sharing one task and one pair of prices.
+        price_draws_per_task: P, consecutive groups sharing one task, each at its own draw of
+            prices (1: every group draws its own task). With P > 1 a task's kept episodes
+            differ only in their prices, so what the filter keeps cannot be learnt from the
+            task alone (the marginal of tasks and prices is unchanged).
         seed: fixes every group's task and prices and every episode's hidden meaning.
         policy_name: recorded in each episode (default: the assistant's name).
         iteration: the ReST iteration recorded in each episode.
@@ -126,9 +130,12 @@ class RolloutEngine:
         seed: int = 0,
         policy_name: str | None = None,
         iteration: int | None = None,
+        price_draws_per_task: int = 1,
     ) -> None:
-        if num_envs < 1 or samples_per_group < 1:
-            raise ValueError(f"need num_envs >= 1 and samples_per_group >= 1, got {num_envs} and {samples_per_group}")
+        if num_envs < 1 or samples_per_group < 1 or price_draws_per_task < 1:
+            raise ValueError(f"need num_envs, samples_per_group and price_draws_per_task >= 1, got {num_envs}, "
+                             f"{samples_per_group} and {price_draws_per_task}")
+        self.price_draws_per_task = price_draws_per_task
         factory = env if callable(env) else (lambda: ClarifyEnv(**env))
         self.envs = [factory() for _ in range(num_envs)]
         for e in self.envs:
@@ -145,10 +152,14 @@ class RolloutEngine:
         return f"g{index // self.samples_per_group}-s{index % self.samples_per_group}"
 
     def group(self, g: int) -> tuple[Task, Costs]:
-        """Group ``g``'s task and prices, drawn from ``(seed, g)`` alone."""
-        rng = np.random.default_rng([self.seed, g])
+        """Group ``g``'s task and prices, drawn from ``(seed, g)`` alone (with P price draws
+        per task: the task from ``(seed, g // P)``, the prices from ``(seed, g)``)."""
         env = self.envs[0]
-        return env.source.sample(rng), env.cost_sampler.sample(rng)
+        rng = np.random.default_rng([self.seed, g])
+        if self.price_draws_per_task == 1:
+            return env.source.sample(rng), env.cost_sampler.sample(rng)
+        task = env.source.sample(np.random.default_rng([self.seed, g // self.price_draws_per_task]))
+        return task, env.cost_sampler.sample(rng)
 
     def episode_seed(self, index: int) -> int:
         """The reset seed of episode ``index`` (it draws the hidden interpretation)."""
@@ -330,6 +341,7 @@ def engine_from_config(
     return RolloutEngine(
         env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
         samples_per_group=cfg.rollout.samples_per_group, seed=cfg.seed, iteration=iteration,
+        price_draws_per_task=cfg.rollout.price_draws_per_task,
     )
 
 

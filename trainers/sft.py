@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -345,7 +346,7 @@ def check_packing(model: Any, examples: Sequence[SFTExample], pad_id: int, capac
             model, _collate_packed(examples, pad_id, capacity, device, with_owner=True), len(examples))
     finally:
         model.train(was_training)
-    # float32 layouts agree to ~1e-6; low-precision weights round differently per layout
+    # float32 layouts agree to ~1e-6; low-precision (LoRA's bf16 base) weights round differently per layout
     full_precision = next(model.parameters()).dtype == torch.float32
     tolerance = 1e-3 if full_precision else 0.1
     gap = max((a - b).abs().max().item() for a, b in zip(padded, packed) if a.numel())
@@ -474,6 +475,9 @@ def train_sft(
         return SFTResult(out, json.loads((out / METRICS_FILE).read_text()))
     started = time.time()
     bf16 = use_bf16(config.bf16)
+    # accelerate keeps one precision per process; a later train_sft (another stage, or a test) may
+    # ask for another: forget the old setting (the process group, PartialState, stays).
+    AcceleratorState._reset_state()
     # cpu=True without CUDA: then `accelerate launch --multi_gpu` (or torchrun) starts gloo CPU processes.
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
@@ -486,6 +490,12 @@ def train_sft(
     plan = StepPlan.make(len(examples), config, processes, [len(e.input_ids) for e in examples])
     # Not accelerator.prepare'd: that would step the schedule once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(plan.total_steps, config.warmup_ratio))
+    if config.packing:
+        # before prepare: with bf16 mixed precision, prepare makes the forward autocast, and
+        # bf16 rounding (~2e-3 here) would hide a leak as small as one across packed examples
+        model.to(accelerator.device)
+        check_packing(model, [examples[i] for i in plan.examples(0)[: config.batch_size]], pad_id,
+                      config.max_length, accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     fingerprint = _fingerprint(examples, config, processes, [str(model_path), str(init_adapter)])
 
@@ -499,9 +509,6 @@ def train_sft(
         # (an example longer than max_length, possible only when passed in directly, gets a row of its own)
         collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=config.max_length,
                                     device=accelerator.device)
-        if start < plan.total_steps:
-            check_packing(model, [examples[i] for i in plan.examples(start)[: config.batch_size]], pad_id,
-                          config.max_length, accelerator.device)
     else:
         collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device)
 
