@@ -42,6 +42,8 @@ def test_a_wrong_type_in_an_override_is_named() -> None:
 def test_a_value_out_of_range_is_named() -> None:
     with pytest.raises(ConfigError, match=r"'model\.wave_tokens' must be a positive number"):
         load_config(CONFIGS[0], ["model.wave_tokens=0"])
+    with pytest.raises(ConfigError, match=r"'rollout\.price_draws_per_task' must be at least 1"):
+        load_config(CONFIGS[0], ["rollout.price_draws_per_task=0"])
 
 
 def test_a_float_written_without_a_dot_is_read_as_a_number():

@@ -95,6 +95,11 @@ class RolloutConfig:
     price_draws_per_task: int = 1
     episodes: int = 256
 
+    def __post_init__(self) -> None:
+        for key in ("num_envs", "samples_per_group", "price_draws_per_task"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'rollout.{key}' must be at least 1, got {getattr(self, key)!r}")
+
 
 @dataclass
 class SFTConfig:

@@ -438,8 +438,8 @@ def evaluate_policy(
     progress: bool = False,
 ) -> EvalReport:
     """Play ``episodes_per_point`` episodes (one number, or one per split of ``cost_points``)
-    at every price point with the rollout engine (the same tasks at every point: the task stream depends on ``seed`` alone), evaluate
-    them and write the report to ``out_dir`` (episode files in ``out_dir/episodes``: a
+    at every price point with the rollout engine (the same tasks at every point: the task
+    stream depends on ``seed`` alone), evaluate them and write the report to ``out_dir`` (episode files in ``out_dir/episodes``: a
     killed evaluation resumes). ``env`` holds ``ClarifyEnv`` keyword arguments (its
     ``costs`` is replaced by each point); ``user`` defaults to the scripted user.
     """
