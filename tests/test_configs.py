@@ -64,3 +64,15 @@ def test_the_final_evaluation_can_be_larger_in_some_splits_only() -> None:
     assert set(episodes_per_split(cfg, final=True).values()) == {1000}  # no final_splits: every split
     with pytest.raises(ConfigError, match=r"'rest\.final_splits' names \['default:train'\]"):
         load_config(None, ["rest.final_splits=[default:train]"])
+
+
+def test_a_missing_local_model_path_is_named_not_sent_to_the_hub(tmp_path: Path) -> None:
+    from agents.model_fetch import resolve_model
+
+    missing = tmp_path / "runs" / "q" / "policy"
+    with pytest.raises(FileNotFoundError, match=r"model '.*policy': no such directory"):
+        resolve_model(str(missing))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        resolve_model("../runs/quickstart/iter-2/policy")
+    assert resolve_model(str(tmp_path)) == str(tmp_path)
+    assert resolve_model("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"  # a hub id passes through
