@@ -107,6 +107,7 @@ class GenerationBackend(ABC):
         sampling: SamplingParams,
         adapter: str | None = None,
         seeds: Sequence[int] | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         """``sampling.n`` completions for each conversation, in order.
 
@@ -114,6 +115,9 @@ class GenerationBackend(ABC):
         messages; ``adapter`` names an adapter registered with ``add_adapter`` (None: base model).
         ``seeds`` (one per conversation) make each conversation's samples depend on its own
         seed alone, not on what else is in the batch: a resumed run re-draws the same samples.
+        ``prefixes`` (one per conversation, "" for none) are forced openings of the
+        assistant's message: the model continues them, and each completion's text and
+        token ids start with them (``render_prefixed``).
         """
 
     @abstractmethod
@@ -121,18 +125,61 @@ class GenerationBackend(ABC):
         """Register the peft LoRA adapter saved in directory ``path`` under ``name``."""
 
     def check_request(
-        self, conversations: Sequence[Conversation], adapter: str | None, seeds: Sequence[int] | None
+        self, conversations: Sequence[Conversation], adapter: str | None, seeds: Sequence[int] | None,
+        prefixes: Sequence[str] | None = None,
     ) -> None:
-        """Refuse an adapter that was never registered, or a seed count that is not one per conversation."""
+        """Refuse an adapter that was never registered, or a seed or prefix count that is not one
+        per conversation."""
         if adapter is not None and adapter not in self.adapters:
             raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
         if seeds is not None and len(seeds) != len(conversations):
             raise ValueError(f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations")
+        if prefixes is not None and len(prefixes) != len(conversations):
+            raise ValueError(
+                f"need one prefix per conversation: {len(prefixes)} prefixes for {len(conversations)} conversations")
 
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """The prompt token ids of each conversation, ready for the assistant's turn."""
         texts = [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def render_prefixed(
+        self, conversations: Sequence[Conversation], prefixes: Sequence[str] | None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Each conversation's prompt ids with its prefix's tokens appended, and those tokens.
+
+        The prefix is tokenized together with the prompt (as SFT tokenizes the whole
+        dialogue); a prefix whose first token would merge with the end of the prompt is
+        refused, since the model would then continue a text it was never shown.
+        """
+        prompts = self.render(conversations)
+        if prefixes is None or not any(prefixes):
+            return prompts, [[] for _ in prompts]
+        texts = [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
+        rows, heads = [], []
+        for text, prompt, prefix in zip(texts, prompts, prefixes):
+            if not prefix:
+                rows.append(prompt)
+                heads.append([])
+                continue
+            ids = self.tokenizer(text + prefix, add_special_tokens=False)["input_ids"]
+            if ids[: len(prompt)] != prompt:
+                raise ValueError(f"prefix {prefix!r} merges with the end of the prompt when tokenized")
+            rows.append(ids)
+            heads.append(ids[len(prompt):])
+        return rows, heads
+
+    def prefixed(self, completion: Completion, head: Sequence[int], stop: Sequence[str]) -> Completion:
+        """``completion`` (of a prompt that ended with the forced tokens ``head``) with those
+        tokens and their text put back at its start."""
+        if not head:
+            return completion
+        ids = (*head, *completion.token_ids)
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        opening = self.tokenizer.decode(list(head), skip_special_tokens=True)
+        body, _ = cut_at_stop(text[len(opening):], stop)
+        prompt = completion.prompt_token_ids[: len(completion.prompt_token_ids) - len(head)]
+        return Completion(text[: len(opening)] + body, ids, prompt, completion.finish_reason)
 
 
 def sample_seed(seed: int, sample: int) -> int:

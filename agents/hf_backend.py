@@ -146,10 +146,11 @@ class TransformersBackend(GenerationBackend):
         sampling: SamplingParams,
         adapter: str | None = None,
         seeds: Sequence[int] | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         """See ``GenerationBackend.generate``."""
-        self.check_request(conversations, adapter, seeds)
-        prompts = self.render(conversations)
+        self.check_request(conversations, adapter, seeds, prefixes)
+        prompts, heads = self.render_prefixed(conversations, prefixes)
         rows = [p for p in prompts for _ in range(sampling.n)]
         row_seeds = None if seeds is None else [sample_seed(s, j) for s in seeds for j in range(sampling.n)]
         if sampling.seed is not None:
@@ -158,7 +159,10 @@ class TransformersBackend(GenerationBackend):
         for start in range(0, len(rows), self.batch_size):
             chunk_seeds = None if row_seeds is None else row_seeds[start : start + self.batch_size]
             done += self._generate_rows(rows[start : start + self.batch_size], sampling, adapter, chunk_seeds)
-        return [done[i : i + sampling.n] for i in range(0, len(done), sampling.n)]
+        return [
+            [self.prefixed(c, head, sampling.stop) for c in done[i * sampling.n : (i + 1) * sampling.n]]
+            for i, head in enumerate(heads)
+        ]
 
     def _generate_rows(
         self, rows: list[list[int]], sampling: SamplingParams, adapter: str | None, seeds: list[int] | None

@@ -248,14 +248,18 @@ class LLMAssistant(Agent):
         return "\n\n".join(blocks)
 
     def generate_batch(
-        self, observations: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None
+        self, observations: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[Completion]:
         """One completion per observation, from one backend call; texts are whitespace-stripped.
-        ``seeds`` (one per observation) make each sample independent of the rest of the batch."""
+        ``seeds`` (one per observation) make each sample independent of the rest of the batch;
+        ``prefixes`` (one per observation, "" for none) force the opening of each message
+        (e.g. a move tag, ``"CLARIFY:"``), which the model then continues."""
         if not observations:
             return []
         conversations = [self.conversation(o) for o in observations]
-        outputs = self.backend.generate(conversations, self.sampling, self.adapter, seeds=seeds)
+        extra = {} if prefixes is None else {"prefixes": prefixes}
+        outputs = self.backend.generate(conversations, self.sampling, self.adapter, seeds=seeds, **extra)
         return [replace(out[0], text=out[0].text.strip()) for out in outputs]
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:

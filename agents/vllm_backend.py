@@ -78,11 +78,12 @@ class VLLMBackend(GenerationBackend):
         sampling: SamplingParams,
         adapter: str | None = None,
         seeds: Sequence[int] | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         """See ``GenerationBackend.generate`` (``seeds`` become per-request vLLM seeds)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        self.check_request(conversations, adapter, seeds)
+        self.check_request(conversations, adapter, seeds, prefixes)
 
         def params_for(seed: int | None) -> Any:
             return VLLMSamplingParams(
@@ -91,7 +92,7 @@ class VLLMBackend(GenerationBackend):
             )
 
         params = params_for(sampling.seed) if seeds is None else [params_for(int(s)) for s in seeds]
-        prompts = self.render(conversations)
+        prompts, heads = self.render_prefixed(conversations, prefixes)
         outputs = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts],
             params,
@@ -100,8 +101,11 @@ class VLLMBackend(GenerationBackend):
         )
         return [
             [
-                Completion(o.text, tuple(o.token_ids), tuple(p), "stop" if o.finish_reason == "stop" else "length")
+                self.prefixed(
+                    Completion(o.text, tuple(o.token_ids), tuple(p), "stop" if o.finish_reason == "stop" else "length"),
+                    head, sampling.stop,
+                )
                 for o in out.outputs
             ]
-            for p, out in zip(prompts, outputs)
+            for p, head, out in zip(prompts, heads, outputs)
         ]

@@ -75,6 +75,29 @@ def test_batched_greedy_equals_one_at_a_time(backend: TransformersBackend) -> No
     assert len({c[0].token_ids for c in batched}) > 1  # the outputs depend on the prompt
 
 
+def test_forced_prefix_is_continued_by_the_model_and_kept_in_the_completion(
+    backend: TransformersBackend, tiny: Path
+) -> None:
+    prefixes = ["CLARIFY:", "", "ANSWER:", "MULTI:", ""]
+    forced = backend.generate(CONVERSATIONS, GREEDY, prefixes=prefixes)
+    plain = backend.generate(CONVERSATIONS, GREEDY)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    for conversation, prefix, [got], [free] in zip(CONVERSATIONS, prefixes, forced, plain):
+        assert got.prompt_token_ids == free.prompt_token_ids  # the prompt without the forced opening
+        if not prefix:
+            assert got == free  # rows without a prefix are untouched by their neighbours' prefixes
+            continue
+        head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        assert got.text.startswith(prefix) and list(got.token_ids[: len(head)]) == head
+        rest = greedy_reference(model, (*got.prompt_token_ids, *head), GREEDY.max_new_tokens)
+        assert got.token_ids[len(head):] == rest[: len(got.token_ids) - len(head)]
+        assert got.text == tokenizer.decode(list(got.token_ids), skip_special_tokens=True)
+    assert forced[0][0].token_ids != plain[0][0].token_ids
+    with pytest.raises(ValueError, match="one prefix per conversation"):
+        backend.generate(CONVERSATIONS, GREEDY, prefixes=["ANSWER:"])
+
+
 def test_left_padding_does_not_change_the_output(backend: TransformersBackend, tiny: Path) -> None:
     short, long = CONVERSATIONS[4], CONVERSATIONS[1]
     together = backend.generate([short, long], GREEDY)[0][0]

@@ -23,6 +23,7 @@ CONFIG = str(REPO / "configs" / "quickstart.yaml")
 TINY = [
     "model.tiny={hidden_size: 64, num_layers: 1, num_heads: 1, intermediate_size: 128, vocab_size: 512}",
     "model.batch_size=64", "sampling.max_new_tokens=24", "rollout.num_envs=16", "rollout.samples_per_group=4",
+    "rollout.explore_first_move=false",
     "rest.seed.episodes=256", "rest.seed.epochs=2", "rest.grow_episodes=32", "rest.iterations=1",
     "rest.final_episodes_per_point=0", "rest.filter={best_k: 1, drop_protocol_errors: false}",
     "sft.batch_size=16", "sft.learning_rate=0.01", "sft.logging_steps=4",
@@ -89,6 +90,29 @@ def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None) -> 
     assert logged["grow/mean_reward"] == grow[0]["grow/mean_reward"]
     assert any(r.get("eval/default:heldout/reward") == evals[1]["eval/default:heldout/reward"] and r["_step"] == 1
                for r in rows)
+
+
+def test_explore_first_move_grows_every_move_in_every_group_but_not_the_seed_dialogues(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train(run, "rollout.explore_first_move=true", "rollout.samples_per_group=3", "rest.grow_episodes=30",
+                 "wandb.enabled=false") == 0
+    seed = read_episodes(run / "seed" / "episodes.jsonl")
+    assert all("forced_first_move" not in e.metadata for e in seed)  # the cost-blind scripted mixture
+    grown = read_episodes(run / "iter-1" / "grow.jsonl")
+    assert len(grown) == 30 and all(len(g) == 3 for g in _groups(grown).values())
+    for e in grown:
+        forced = ("ANSWER", "MULTI", "CLARIFY")[e.sample_index]
+        assert e.metadata["forced_first_move"] == forced and e.messages[1]["content"].startswith(f"{forced}:")
+    kept = read_episodes(run / "iter-1" / "kept.jsonl")
+    for e in kept:  # the best of each group: no other move of its task and prices scored higher
+        assert e.expected_reward == max(g.expected_reward for g in _groups(grown)[e.group_id])
+
+
+def _groups(episodes) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for e in episodes:
+        out.setdefault(e.group_id, []).append(e)
+    return out
 
 
 class Kills:

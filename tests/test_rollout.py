@@ -182,6 +182,28 @@ def test_price_draws_per_task_play_one_task_at_several_prices() -> None:
         RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), price_draws_per_task=0)
 
 
+def test_explore_first_move_opens_each_sample_of_a_group_with_its_own_move(
+    tiny_backend: TransformersBackend,
+) -> None:
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=8)
+    assistant = LLMAssistant(tiny_backend, sampled, prompt_style="compact")
+    engine = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2,
+                           explore_first_move=True)
+    episodes = engine.run(12, progress=False)
+    for e in episodes:
+        tag = ("ANSWER", "MULTI", "CLARIFY")[e.sample_index]
+        assert e.metadata["forced_first_move"] == tag and e.first_move == tag
+        assert e.messages[1]["content"].startswith(f"{tag}:")  # messages[0] is the user's question
+        first = next(m for m in e.chat if m["role"] == "assistant")  # what SFT trains on
+        assert first["content"].startswith(f"{tag}:")
+    clarified = [e for e in episodes if e.first_move == "CLARIFY"]
+    assert all(len(e.moves) == 2 for e in clarified)  # only the first message is forced
+    free = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2).run(12, progress=False)
+    assert [e.first_move for e in free] != [e.first_move for e in episodes]
+    with pytest.raises(ValueError, match="generate_batch"):
+        RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), samples_per_group=3, explore_first_move=True)
+
+
 class FailingUser(ScriptedUser):
     """A scripted user that dies (like a killed process) after some batches."""
 

@@ -66,6 +66,13 @@ def test_vllm_greedy_matches_transformers(vllm_backend: VLLMBackend, hf_backend:
     assert_same_completions(vllm_backend.generate(CONVERSATIONS, GREEDY), hf_backend.generate(CONVERSATIONS, GREEDY))
 
 
+def test_vllm_forced_prefixes_match_transformers(vllm_backend: VLLMBackend, hf_backend: TransformersBackend) -> None:
+    prefixes = ["CLARIFY:", "", "ANSWER:", "MULTI:", "ANSWER:"]
+    forced = vllm_backend.generate(CONVERSATIONS, GREEDY, prefixes=prefixes)
+    assert_same_completions(forced, hf_backend.generate(CONVERSATIONS, GREEDY, prefixes=prefixes))
+    assert all(c.text.startswith(p) for [c], p in zip(forced, prefixes))
+
+
 def test_vllm_lora_request_changes_output_and_matches_transformers(
     vllm_backend: VLLMBackend, hf_backend: TransformersBackend
 ) -> None:

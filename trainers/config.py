@@ -93,12 +93,20 @@ class RolloutConfig:
     # ReST's grow stages: consecutive groups sharing a task, each at its own prices (1: a task
     # per group); the kept moves of one task then differ by their prices alone
     price_draws_per_task: int = 1
+    # ReST's grow stages: sample k of a group opens with the move tag ANSWER / MULTI / CLARIFY
+    # (k mod 3) and the policy writes the rest, so the filter compares every move on the same
+    # task and prices (exploration over the first move; samples_per_group a multiple of 3)
+    explore_first_move: bool = False
     episodes: int = 256
 
     def __post_init__(self) -> None:
         for key in ("num_envs", "samples_per_group", "price_draws_per_task"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"'rollout.{key}' must be at least 1, got {getattr(self, key)!r}")
+        if self.explore_first_move and self.samples_per_group % 3:
+            raise ConfigError(
+                "'rollout.explore_first_move' opens the samples of a group with each of the 3 moves in turn: "
+                f"'rollout.samples_per_group' must be a multiple of 3, got {self.samples_per_group}")
 
 
 @dataclass

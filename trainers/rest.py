@@ -179,12 +179,13 @@ def stage_seed(iteration: int, salt: int) -> int:
 
 def grow(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, iteration: int, episodes: int) -> list[Episode]:
     """Self-play ``episodes`` episodes at training prices, K per (task, prices) group
-    (iteration 0, the seed dialogues: every group its own task)."""
+    (iteration 0, the seed dialogues: every group its own task, no forced first moves)."""
     engine = RolloutEngine(
         env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
         samples_per_group=cfg.rollout.samples_per_group, seed=stage_seed(iteration, cfg.seed),
         policy_name=assistant.name, iteration=iteration,
         price_draws_per_task=cfg.rollout.price_draws_per_task if iteration > 0 else 1,
+        explore_first_move=cfg.rollout.explore_first_move and iteration > 0,
     )
     return engine.run(episodes, out, progress=True)
 

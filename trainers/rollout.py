@@ -27,7 +27,7 @@ from agents.base import Agent
 from agents.generation import GenerationBackend
 from clarify_env.costs import Costs
 from clarify_env.env import ClarifyEnv
-from clarify_env.protocol import ProtocolError, parse_action
+from clarify_env.protocol import MOVES, ProtocolError, parse_action
 from clarify_env.tasks import Task
 from trainers.config import EnvConfig, RunConfig
 from trainers.episodes import Episode, EpisodeLog, read_episodes
@@ -118,6 +118,12 @@ class RolloutEngine:
         seed: fixes every group's task and prices and every episode's hidden meaning.
         policy_name: recorded in each episode (default: the assistant's name).
         iteration: the ReST iteration recorded in each episode.
+        explore_first_move: sample ``k`` of each group opens its first message with the move
+            tag ``MOVES[k % 3]`` (``ANSWER:``, ``MULTI:``, ``CLARIFY:``) and the assistant
+            writes the rest (exploration over the first move: with K = 3 every group holds
+            each move once, so best-of-group keeps the move that scored best on that task
+            at those prices). Needs an assistant with ``generate_batch`` (an LLM); the
+            forced tag is recorded in the episode's ``metadata["forced_first_move"]``.
     """
 
     def __init__(
@@ -131,10 +137,15 @@ class RolloutEngine:
         policy_name: str | None = None,
         iteration: int | None = None,
         price_draws_per_task: int = 1,
+        explore_first_move: bool = False,
     ) -> None:
         if num_envs < 1 or samples_per_group < 1 or price_draws_per_task < 1:
             raise ValueError(f"need num_envs, samples_per_group and price_draws_per_task >= 1, got {num_envs}, "
                              f"{samples_per_group} and {price_draws_per_task}")
+        if explore_first_move and getattr(assistant, "generate_batch", None) is None:
+            raise ValueError(f"explore_first_move forces the opening of generated messages: assistant "
+                             f"{getattr(assistant, 'name', assistant)!r} has no generate_batch")
+        self.explore_first_move = explore_first_move
         self.price_draws_per_task = price_draws_per_task
         factory = env if callable(env) else (lambda: ClarifyEnv(**env))
         self.envs = [factory() for _ in range(num_envs)]
@@ -160,6 +171,10 @@ class RolloutEngine:
             return env.source.sample(rng), env.cost_sampler.sample(rng)
         task = env.source.sample(np.random.default_rng([self.seed, g // self.price_draws_per_task]))
         return task, env.cost_sampler.sample(rng)
+
+    def forced_move(self, index: int) -> str:
+        """The move tag episode ``index`` opens with under ``explore_first_move``."""
+        return MOVES[(index % self.samples_per_group) % len(MOVES)].value
 
     def episode_seed(self, index: int) -> int:
         """The reset seed of episode ``index`` (it draws the hidden interpretation)."""
@@ -263,7 +278,12 @@ class RolloutEngine:
             for s, m in zip(active, messages):
                 s.moves.append(move_name(m))
             return messages
-        completions = generate(observations, seeds=[turn_seed(s.seed, len(s.moves), ASSISTANT) for s in active])
+        seeds = [turn_seed(s.seed, len(s.moves), ASSISTANT) for s in active]
+        if self.explore_first_move:
+            prefixes = [self.forced_move(s.index) + ":" if not s.moves else "" for s in active]
+            completions = generate(observations, seeds=seeds, prefixes=prefixes)
+        else:
+            completions = generate(observations, seeds=seeds)
         _check_count(self.assistant, completions, observations)
         for s, c in zip(active, completions):
             s.moves.append(move_name(c.text))
@@ -319,6 +339,7 @@ class RolloutEngine:
                 "protocol_error": info["protocol_error"],
                 "extracted_answer": info["extracted_answer"],
                 "finish_reasons": s.finish_reasons,
+                **({"forced_first_move": self.forced_move(s.index)} if self.explore_first_move else {}),
             },
         )
 
@@ -341,7 +362,7 @@ def engine_from_config(
     return RolloutEngine(
         env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
         samples_per_group=cfg.rollout.samples_per_group, seed=cfg.seed, iteration=iteration,
-        price_draws_per_task=cfg.rollout.price_draws_per_task,
+        price_draws_per_task=cfg.rollout.price_draws_per_task, explore_first_move=cfg.rollout.explore_first_move,
     )
 
 
