@@ -45,6 +45,7 @@ def test_oracle_episodes_have_no_regret_and_agree_with_the_oracle(oracle_report)
         assert p.reward_ci_low <= p.reward <= p.reward_ci_high
         assert p.error_rate == 0.0 and p.truncation_rate == 0.0
         assert abs(p.regret) < 0.01  # CLARIFY's realised words vary with the meaning
+        assert p.move_regret == pytest.approx(0.0, abs=1e-12)  # every first move is one of the oracle's best
         if p.word == 0.0:
             assert p.regret == pytest.approx(0.0, abs=1e-12)
         assert p.clarify_rate == pytest.approx(p.oracle_clarify_rate)
@@ -66,6 +67,28 @@ def test_a_fixed_baseline_is_not_steerable_and_matches_its_exact_values(policy, 
     for p in report.points:  # a final first move is scored over every meaning: exact
         assert p.expected_reward == pytest.approx(p.baselines[policy.name]["reward"])
         assert p.words == pytest.approx(p.baselines[policy.name]["words"])
+        # its move's best message (the oracle's ANSWER may pick a shorter guess) costs at most what it plays
+        assert p.move_regret <= p.regret + 1e-9
+    assert max(p.move_regret for p in report.points) > 0.05
+
+
+class MisspelledAnswer(AlwaysAnswer):
+    """Answers the most likely meaning with its last letter dropped: the right move, badly executed."""
+
+    name = "misspelled_answer"
+
+    def first_move(self, observation, meanings):
+        return super().first_move(observation, meanings)[:-1]
+
+
+def test_move_regret_separates_the_choice_of_move_from_its_execution(tmp_path):
+    right = evaluate_policy(AlwaysAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "a", bootstrap_samples=50)
+    wrong = evaluate_policy(MisspelledAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "b",
+                            bootstrap_samples=50)
+    for r, w in zip(right.points, wrong.points):
+        assert w.move_regret == pytest.approx(r.move_regret)  # the same moves on the same tasks
+        assert w.regret > w.move_regret + 0.1  # ... losing accuracy in execution
+    assert "move regret" in (tmp_path / "b" / "eval.md").read_text()
 
 
 def test_spearman_of_a_constant_rate_is_zero_and_short_series_are_undefined():

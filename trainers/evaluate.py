@@ -6,8 +6,10 @@ share of each first move, questions per episode, words per final response, proto
 errors and truncations; the oracle's expected reward on the same tasks, the regret
 (oracle expected reward minus the policy's ``expected_reward``, which is exact over the
 user's meanings where the env can score that, else realised: zero in expectation for the
-oracle's own episodes) and the agreement of the first move with the oracle's (a move tied
-with the oracle's in expected reward agrees too). The fixed baselines' expected reward
+oracle's own episodes), the part of it due to the choice of first move alone
+(``move_regret``: the oracle's expected reward minus that of the policy's first move played
+perfectly; the rest is lost in execution) and the agreement of the first move with the
+oracle's (a move tied with the oracle's in expected reward agrees too). The fixed baselines' expected reward
 and words are computed exactly on the same tasks (each played with the scripted user
 against every meaning, weighted by its prior).
 
@@ -73,6 +75,10 @@ class PointMetrics:
     oracle_clarify_rate: float
     oracle_words: float
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {"reward", "words"}
+    # the oracle's expected reward minus that of the policy's first move played perfectly: the
+    # regret of the decisions alone (``regret - move_regret`` is what execution loses: a wrong
+    # copy, a wrong answer after a clarification); NaN in reports written before it existed
+    move_regret: float = float("nan")
 
     def to_row(self) -> dict[str, Any]:
         """A flat row (baselines as ``<name>_reward`` and ``<name>_words``) for CSV and tables."""
@@ -167,6 +173,15 @@ def steerability(points: Sequence[PointMetrics]) -> dict[str, dict[str, float | 
 
 # --- per-point metrics ---------------------------------------------------------------------
 
+def _first_move_value(episode: Episode, values: dict[Any, MoveValue]) -> float:
+    """The expected reward of the episode's first move played perfectly (a protocol error: the
+    episode's own expected reward, all of its loss a decision's)."""
+    for move, value in values.items():
+        if move.value == episode.first_move:
+            return value.expected_reward
+    return episode.expected_reward
+
+
 def _move_values(task: Task, costs: Costs, env: ClarifyEnv) -> dict[Any, MoveValue]:
     """Every move's exact expected reward on ``task`` (what ``oracle_value`` maximises)."""
     return move_values(task_meanings(task), costs, task.query, env.max_questions, env.accuracy_metric)
@@ -220,6 +235,7 @@ def point_metrics(
         questions=_mean([e.components["questions"] for e in episodes]),
         words=_mean([e.components["words"] for e in answered]),
         oracle_reward=oracle_reward, regret=oracle_reward - expected,
+        move_regret=oracle_reward - _mean([_first_move_value(e, values[e.task_id]) for e in episodes]),
         oracle_agreement=sum(e.first_move in optimal[e.task_id] for e in episodes) / n,
         oracle_answer_rate=oracle_firsts["ANSWER"] / n, oracle_multi_rate=oracle_firsts["MULTI"] / n,
         oracle_clarify_rate=oracle_firsts["CLARIFY"] / n,
@@ -269,7 +285,7 @@ def make_policy(name: str, max_questions: int = 1) -> Agent:
 # --- reports -------------------------------------------------------------------------------
 
 SUMMARIZED = (
-    "reward", "regret", "oracle_agreement", "clarify_rate", "multi_rate", "answer_rate", "error_rate", "words",
+    "reward", "regret", "move_regret", "oracle_agreement", "clarify_rate", "multi_rate", "answer_rate", "error_rate", "words",
 )
 
 
@@ -311,13 +327,14 @@ class EvalReport:
     def to_markdown(self) -> str:
         """A table with one row per price point, then the steerability correlations."""
         names = list(self.points[0].baselines) if self.points else []
-        head = ["split", "alpha", "beta", "n", "reward [95% CI]", "oracle", "regret", "agree", "clarify", "multi",
+        head = ["split", "alpha", "beta", "n", "reward [95% CI]", "oracle", "regret", "move regret", "agree",
+                "clarify", "multi",
                 "answer", "errors", "q/ep", "words", *names]
         lines = [f"### {self.policy}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for p in self.points:
             cells = [p.split, f"{p.question:g}", f"{p.word:g}", str(p.n),
                      f"{p.reward:.3f} [{p.reward_ci_low:.3f}, {p.reward_ci_high:.3f}]", f"{p.oracle_reward:.3f}",
-                     f"{p.regret:.3f}", f"{p.oracle_agreement:.2f}", f"{p.clarify_rate:.2f}", f"{p.multi_rate:.2f}",
+                     f"{p.regret:.3f}", f"{p.move_regret:.3f}", f"{p.oracle_agreement:.2f}", f"{p.clarify_rate:.2f}", f"{p.multi_rate:.2f}",
                      f"{p.answer_rate:.2f}", f"{p.error_rate:.2f}", f"{p.questions:.2f}", f"{p.words:.1f}",
                      *(f"{p.baselines[n]['reward']:.3f}" for n in names)]
             lines.append("| " + " | ".join(cells) + " |")

@@ -222,8 +222,9 @@ def label_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episo
     kept_audit = summarize_rows([r for r in rows if r["episode_id"] in kept_ids])
     metrics = {f"grow/{k}": v for k, v in grown_audit.items()}
     metrics["filter/kept_oracle_agreement"] = kept_audit["oracle_agreement"]
-    print("[audit] oracle agreement of first moves: grown {:.3f}, kept {:.3f}; answers after CLARIFY right "
-          "{:.3f} (chance {:.3f})".format(grown_audit["oracle_agreement"], kept_audit["oracle_agreement"],
+    forced = " (forced: exploring starts)" if any("forced_first_move" in e.metadata for e in grown) else ""
+    print("[audit] oracle agreement of first moves: grown{} {:.3f}, kept {:.3f}; answers after CLARIFY right "
+          "{:.3f} (chance {:.3f})".format(forced, grown_audit["oracle_agreement"], kept_audit["oracle_agreement"],
                                           grown_audit["followup_accuracy"], grown_audit["followup_chance"]))
     return {k: v for k, v in metrics.items() if not np.isnan(v)}
 
