@@ -9,9 +9,9 @@ user's meanings where the env can score that, else realised: zero in expectation
 oracle's own episodes), the part of it due to the choice of first move alone
 (``move_regret``: the oracle's expected reward minus that of the policy's first move played
 perfectly; the rest is lost in execution) and the agreement of the first move with the
-oracle's (a move tied with the oracle's in expected reward agrees too). The fixed baselines' expected reward
-and words are computed exactly on the same tasks (each played with the scripted user
-against every meaning, weighted by its prior).
+oracle's (a move tied with the oracle's in expected reward agrees too). The fixed
+baselines' expected reward and words are computed exactly on the same tasks (each played
+with the scripted user against every meaning, weighted by its prior).
 
 Steerability: Spearman rank correlations of the clarify rate with the question price, and
 of the multi rate and of the words with the word price, each taken along a sweep that
@@ -285,7 +285,8 @@ def make_policy(name: str, max_questions: int = 1) -> Agent:
 # --- reports -------------------------------------------------------------------------------
 
 SUMMARIZED = (
-    "reward", "regret", "move_regret", "oracle_agreement", "clarify_rate", "multi_rate", "answer_rate", "error_rate", "words",
+    "reward", "regret", "move_regret", "oracle_agreement", "clarify_rate", "multi_rate", "answer_rate", "error_rate",
+    "words",
 )
 
 
@@ -328,14 +329,13 @@ class EvalReport:
         """A table with one row per price point, then the steerability correlations."""
         names = list(self.points[0].baselines) if self.points else []
         head = ["split", "alpha", "beta", "n", "reward [95% CI]", "oracle", "regret", "move regret", "agree",
-                "clarify", "multi",
-                "answer", "errors", "q/ep", "words", *names]
+                "clarify", "multi", "answer", "errors", "q/ep", "words", *names]
         lines = [f"### {self.policy}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for p in self.points:
             cells = [p.split, f"{p.question:g}", f"{p.word:g}", str(p.n),
                      f"{p.reward:.3f} [{p.reward_ci_low:.3f}, {p.reward_ci_high:.3f}]", f"{p.oracle_reward:.3f}",
-                     f"{p.regret:.3f}", f"{p.move_regret:.3f}", f"{p.oracle_agreement:.2f}", f"{p.clarify_rate:.2f}", f"{p.multi_rate:.2f}",
-                     f"{p.answer_rate:.2f}", f"{p.error_rate:.2f}", f"{p.questions:.2f}", f"{p.words:.1f}",
+                     f"{p.regret:.3f}", f"{p.move_regret:.3f}", f"{p.oracle_agreement:.2f}", f"{p.clarify_rate:.2f}",
+                     f"{p.multi_rate:.2f}", f"{p.answer_rate:.2f}", f"{p.error_rate:.2f}", f"{p.questions:.2f}", f"{p.words:.1f}",
                      *(f"{p.baselines[n]['reward']:.3f}" for n in names)]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Steerability (Spearman rho along each price, the other held fixed; policy / oracle):", ""]
