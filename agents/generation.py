@@ -140,8 +140,13 @@ class GenerationBackend(ABC):
 
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """The prompt token ids of each conversation, ready for the assistant's turn."""
-        texts = [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return [self._ids(t) for t in self._prompt_texts(conversations)]
+
+    def _prompt_texts(self, conversations: Sequence[Conversation]) -> list[str]:
+        return [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def render_prefixed(
         self, conversations: Sequence[Conversation], prefixes: Sequence[str] | None
@@ -152,17 +157,17 @@ class GenerationBackend(ABC):
         dialogue); a prefix whose first token would merge with the end of the prompt is
         refused, since the model would then continue a text it was never shown.
         """
-        prompts = self.render(conversations)
+        texts = self._prompt_texts(conversations)
+        prompts = [self._ids(t) for t in texts]
         if prefixes is None or not any(prefixes):
             return prompts, [[] for _ in prompts]
-        texts = [render_chat(self.tokenizer, c, True, self.chat_template_kwargs) for c in conversations]
         rows, heads = [], []
         for text, prompt, prefix in zip(texts, prompts, prefixes):
             if not prefix:
                 rows.append(prompt)
                 heads.append([])
                 continue
-            ids = self.tokenizer(text + prefix, add_special_tokens=False)["input_ids"]
+            ids = self._ids(text + prefix)
             if ids[: len(prompt)] != prompt:
                 raise ValueError(f"prefix {prefix!r} merges with the end of the prompt when tokenized")
             rows.append(ids)
