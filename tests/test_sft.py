@@ -254,6 +254,59 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tin
         check_packing(model, batch, 0, 256, torch.device("cpu"))
 
 
+def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradients(tiny, examples, tmp_path):
+    """The label-only output layer (the prompt's logits never made) is exact for full fine-tuning
+    and LoRA, is refused for a model that changes its logits after the output layer, and training
+    with it follows the curve of the full forward."""
+    from peft import LoraConfig, get_peft_model
+
+    from trainers.sft import _collate_packed, _label_token_loss_sum, _token_loss_sum, label_logits_match
+
+    batch = _collate_packed(list(examples[:12]), 0, 256, torch.device("cpu"))
+    full_model = AutoModelForCausalLM.from_pretrained(tiny)
+    lora_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    for model in (full_model, lora_model):
+        assert label_logits_match(model, batch)
+        results = []
+        for loss_sum in (_token_loss_sum, _label_token_loss_sum):
+            model.zero_grad()
+            loss = loss_sum(model, batch)
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            results.append((loss.item(), grads))
+        assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
+        for name, grad in results[0][1].items():
+            assert torch.allclose(results[1][1][name], grad, rtol=1e-4, atol=1e-7), name
+
+    softcapped = AutoModelForCausalLM.from_pretrained(tiny)
+    softcapped.config.final_logit_softcapping = 30.0
+    assert not label_logits_match(softcapped, batch)
+    scaled = AutoModelForCausalLM.from_pretrained(tiny)
+    plain_forward = scaled.forward
+
+    def doubled_logits(*args, **kwargs):
+        out = plain_forward(*args, **kwargs)
+        out.logits = out.logits * 2
+        return out
+
+    scaled.forward = doubled_logits  # logits changed after the output layer: the losses differ
+    assert not label_logits_match(scaled, batch)
+
+    curves = {}
+    config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=True)
+    result = train_sft(tiny, examples[:16], tmp_path / "label-only", config)
+    assert result.metrics["label_logits_only"] is True
+    curves["label-only"] = [r["loss"] for r in result.metrics["loss_curve"]]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("trainers.sft.label_logits_match", lambda model, batch: False)
+        result = train_sft(tiny, examples[:16], tmp_path / "full", config)
+    assert result.metrics["label_logits_only"] is False
+    curves["full"] = [r["loss"] for r in result.metrics["loss_curve"]]
+    assert len(curves["full"]) == 4
+    assert curves["label-only"] == pytest.approx(curves["full"], rel=1e-4)
+
+
 def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path):
     curves = []
     for packing in (False, True):

@@ -14,6 +14,8 @@ the loss over all of the step's label tokens on all processes, whatever their nu
 into rows of ``max_length`` tokens with ``position_ids`` restarting per example (transformers
 then keeps attention within each example); the examples and the loss of a step do not
 change, only the pad tokens go. The first batch is checked packed against padded.
+In one process, the output layer runs at the label positions only (the vocabulary-wide
+logits of the prompt's tokens are never made) where the first batch shows the same loss.
 
 Resumable: a checkpoint (trainable weights, optimizer, scheduler, loss curve) is written
 at the end of every epoch (and every ``checkpoint_steps``); ``resume=True`` continues from
@@ -321,6 +323,48 @@ def _token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tens
     return _token_losses(model, batch).sum()
 
 
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The decoder stack (``.model``) and output layer (``.lm_head``) of a causal LM, under a peft
+    wrapper too; None where the model has no such pair."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = getattr(base, "model", None), getattr(base, "lm_head", None)
+    return (decoder, head) if isinstance(decoder, torch.nn.Module) and isinstance(head, torch.nn.Module) else None
+
+
+def _label_token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``_token_loss_sum`` with the output layer applied at the label positions only: most tokens
+    (system prompt, user turns) carry no label, and their logits (vocabulary-wide) are the
+    costliest tensor of a step. Only for models whose logits are ``lm_head(last hidden state)``
+    (``label_logits_match`` checks)."""
+    decoder, head = _decoder_and_head(model)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    labels = batch["labels"][:, 1:]
+    picked = labels != IGNORE
+    return F.cross_entropy(head(hidden[picked]).float(), labels[picked], reduction="sum")
+
+
+@torch.no_grad()
+def label_logits_match(model: Any, batch: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``_label_token_loss_sum`` equals the full forward's loss on ``batch`` (False for a
+    model without a ``.model`` / ``.lm_head`` pair, or one that transforms the logits after the
+    output layer, as Gemma-2's final soft-capping does)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    # logits rescaled after the output layer (Gemma-2's soft-capping, Cohere's and Granite's scales)
+    if _decoder_and_head(model) is None or any(
+        getattr(config, name, None) not in (None, 1.0) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    ):
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        full, picked = _token_loss_sum(model, batch).item(), _label_token_loss_sum(model, batch).item()
+    finally:
+        model.train(was_training)
+    return math.isfinite(full) and abs(full - picked) <= 1e-3 * max(1.0, abs(full))
+
+
 def _losses_by_example(model: Any, batch: Mapping[str, torch.Tensor], count: int) -> list[torch.Tensor]:
     """Each example's label-token losses, in token order."""
     losses, owner = _token_losses(model, batch), batch["owner"][:, 1:]
@@ -490,12 +534,19 @@ def train_sft(
     plan = StepPlan.make(len(examples), config, processes, [len(e.input_ids) for e in examples])
     # Not accelerator.prepare'd: that would step the schedule once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(plan.total_steps, config.warmup_ratio))
+    model.to(accelerator.device)
     if config.packing:
         # before prepare: with bf16 mixed precision, prepare makes the forward autocast, and
         # bf16 rounding (~2e-3 here) would hide a leak as small as one across packed examples
-        model.to(accelerator.device)
         check_packing(model, [examples[i] for i in plan.examples(0)[: config.batch_size]], pad_id,
                       config.max_length, accelerator.device)
+    # The output layer at label positions only, where that gives the same loss (checked in float32
+    # on the first micro-batch). One process only: DDP syncs gradients through its wrapper's forward.
+    first = [examples[i] for i in plan.examples(0)[: config.batch_size]]
+    first_batch = (_collate_packed(first, pad_id, config.max_length, accelerator.device) if config.packing
+                   else _collate(first, pad_id, accelerator.device))
+    label_logits = processes == 1 and label_logits_match(model, first_batch)
+    loss_sum = _label_token_loss_sum if label_logits else _token_loss_sum
     model, optimizer = accelerator.prepare(model, optimizer)
     fingerprint = _fingerprint(examples, config, processes, [str(model_path), str(init_adapter)])
 
@@ -525,7 +576,8 @@ def train_sft(
             batch = collate([examples[i] for i in micro])
             # Gradients are all-reduced (averaged over processes) on the last micro-batch only.
             with accelerator.no_sync(model) if j < len(micro_batches) - 1 else nullcontext():
-                token_losses = _token_loss_sum(model, batch)
+                with accelerator.autocast():  # the label-only path calls the decoder beneath prepare's autocast
+                    token_losses = loss_sum(model, batch)
                 accelerator.backward(token_losses * processes / max(step_tokens, 1))
             local_loss += token_losses.item()
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -561,6 +613,7 @@ def train_sft(
         "completed": True, "steps": plan.total_steps, "examples": len(examples), "processes": processes,
         "label_tokens": sum(map(_label_tokens, examples)), "final_loss": curve[-1]["loss"] if curve else None,
         "loss_curve": curve, "seconds": round(time.time() - started, 2), "lora": config.lora, "bf16": bf16,
+        "label_logits_only": label_logits,
         "base_model": str(model_path), "config": asdict(config),
     }
     accelerator.wait_for_everyone()
