@@ -46,6 +46,8 @@ def test_a_value_out_of_range_is_named() -> None:
         load_config(CONFIGS[0], ["rollout.price_draws_per_task=0"])
     with pytest.raises(ConfigError, match=r"'rollout\.samples_per_group' must be a multiple of 3, got 4"):
         load_config(CONFIGS[0], ["rollout.explore_first_move=true", "rollout.samples_per_group=4"])
+    with pytest.raises(ConfigError, match=r"'sft\.turn_start_weight' must be positive, got -1"):
+        load_config(CONFIGS[0], ["sft.turn_start_weight=-1"])
 
 
 def test_a_float_written_without_a_dot_is_read_as_a_number():

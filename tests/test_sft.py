@@ -307,6 +307,38 @@ def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradie
     assert curves["label-only"] == pytest.approx(curves["full"], rel=1e-4)
 
 
+def test_turn_start_weight_scales_the_loss_of_each_assistant_turns_first_token(tiny, examples):
+    """sft.turn_start_weight: the move tag opening each assistant turn weighs w, the turn's other
+    tokens 1, the prompt 0 -- the same in padded and packed batches and on both output paths."""
+    from trainers.sft import (
+        _collate, _collate_packed, _label_token_loss_sum, _label_weight_sum, _token_loss_sum, _token_losses,
+        label_weights,
+    )
+
+    assert label_weights([IGNORE, IGNORE, 7, 8, 9, IGNORE, 4, 5], 3.0) == [0, 0, 3, 1, 1, 0, 3, 1]
+    # an episode with a clarification: two assistant turns, each opening with its move tag
+    two_turns = next(e for e in examples if sum(
+        1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2)
+    starts = [i for i, x in enumerate(two_turns.labels) if x != IGNORE and two_turns.labels[i - 1] == IGNORE]
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    assert [tokenizer.decode([two_turns.input_ids[i]]).strip() for i in starts][:1] == ["CLARIFY"]
+    assert _label_weight_sum(two_turns, 3.0) == pytest.approx(_label_weight_sum(two_turns, 1.0) + 2 * 2.0)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    batch = list(examples[:12])
+    with torch.no_grad():
+        plain = _collate(batch, 0, torch.device("cpu"))
+        weighted = _collate(batch, 0, torch.device("cpu"), turn_start_weight=3.0)
+        by_hand = (_token_losses(model, plain) * torch.tensor(
+            [label_weights(row, 3.0)[1:] for row in plain["labels"].tolist()])).sum()
+        packed = _collate_packed(batch, 0, 256, torch.device("cpu"), turn_start_weight=3.0)
+        losses = [_token_loss_sum(model, weighted), _token_loss_sum(model, packed), _label_token_loss_sum(model, packed)]
+        unweighted = _token_loss_sum(model, plain)
+    assert losses[0] > unweighted
+    for loss in losses:
+        assert loss.item() == pytest.approx(by_hand.item(), rel=1e-4)
+
+
 def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path):
     curves = []
     for packing in (False, True):

@@ -131,9 +131,16 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     packing: bool = False  # padding-free: each micro-batch's examples packed end to end into rows of max_length tokens (same examples and loss per step, no pad tokens; 1.4x faster quickstart steps on CPU)
     group_by_length: bool = False  # batches of examples of similar length (less padding: 1.4-1.85x faster steps on the tiny model, but less learnt per step: BENCHMARKS.md)
+    # loss weight of each assistant turn's first token (its move tag: the decision the prices steer)
+    # against 1 for the turn's other tokens; the step's loss is divided by the summed weights
+    turn_start_weight: float = 1.0
     seed: int = 0
     logging_steps: int = 10
     checkpoint_steps: int = 0  # > 0: also checkpoint every n steps (always at each epoch's end)
+
+    def __post_init__(self) -> None:
+        if not self.turn_start_weight > 0:
+            raise ConfigError(f"'sft.turn_start_weight' must be positive, got {self.turn_start_weight!r}")
 
 
 @dataclass

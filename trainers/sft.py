@@ -246,10 +246,27 @@ class StepPlan:
         return (step + 1) % self.steps_per_epoch == 0
 
 
+def label_weights(labels: Sequence[int], turn_start_weight: float) -> list[float]:
+    """Each token's loss weight: 0 where unlabelled, ``turn_start_weight`` on the first labelled
+    token of each assistant turn (its move tag), 1 on the rest of the turn."""
+    return [
+        0.0 if label == IGNORE else turn_start_weight if i == 0 or labels[i - 1] == IGNORE else 1.0
+        for i, label in enumerate(labels)
+    ]
+
+
+def _label_weight_sum(example: SFTExample, turn_start_weight: float) -> float:
+    """The example's summed loss weight (its label-token count when ``turn_start_weight`` is 1)."""
+    if turn_start_weight == 1.0:
+        return float(_label_tokens(example))
+    return sum(label_weights(example.labels, turn_start_weight)[1:])
+
+
 def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device,
-             with_owner: bool = False) -> dict[str, torch.Tensor]:
+             with_owner: bool = False, turn_start_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Right-pad a micro-batch: input_ids and attention_mask and labels, shape (batch, longest);
-    ``with_owner`` adds ``owner``, each token's example (its row; -1 for padding)."""
+    ``with_owner`` adds ``owner``, each token's example (its row; -1 for padding); a
+    ``turn_start_weight`` other than 1 adds ``weights`` (``label_weights``)."""
     width = max(len(e.input_ids) for e in examples)
     ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
     labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
@@ -257,6 +274,8 @@ def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device,
     columns = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     if with_owner:
         columns["owner"] = [[b] * len(e.input_ids) + [-1] * (width - len(e.input_ids)) for b, e in enumerate(examples)]
+    if turn_start_weight != 1.0:
+        columns["weights"] = [label_weights(row, turn_start_weight) for row in labels]
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -276,13 +295,14 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int,
-                    device: torch.device, with_owner: bool = False) -> dict[str, torch.Tensor]:
+def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int, device: torch.device,
+                    with_owner: bool = False, turn_start_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Padding-free micro-batch: the examples packed end to end into rows of at most
     ``capacity`` tokens, ``position_ids`` restarting at 0 for each example (the model's mask
     then keeps attention within each example) and no attention_mask; each example's first
     label is -100, so no token is trained to predict the next example. ``with_owner`` adds
-    ``owner``, each token's example (its index in ``examples``; -1 for padding)."""
+    ``owner``, each token's example (its index in ``examples``; -1 for padding); a
+    ``turn_start_weight`` other than 1 adds ``weights`` (``label_weights``)."""
     rows = pack_rows([len(e.input_ids) for e in examples], capacity)
     width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
     ids, positions, labels, owner = [], [], [], []
@@ -305,6 +325,8 @@ def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int,
     columns = {"input_ids": ids, "position_ids": positions, "labels": labels}
     if with_owner:
         columns["owner"] = owner
+    if turn_start_weight != 1.0:
+        columns["weights"] = [label_weights(row, turn_start_weight) for row in labels]
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -319,8 +341,9 @@ def _token_losses(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor
 
 
 def _token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over the batch's label tokens."""
-    return _token_losses(model, batch).sum()
+    """Summed next-token cross-entropy over the batch's label tokens (weighted by ``weights``, if any)."""
+    losses = _token_losses(model, batch)
+    return (losses * batch["weights"][:, 1:]).sum() if "weights" in batch else losses.sum()
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
@@ -341,7 +364,8 @@ def _label_token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torc
     hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     picked = labels != IGNORE
-    return F.cross_entropy(head(hidden[picked]).float(), labels[picked], reduction="sum")
+    losses = F.cross_entropy(head(hidden[picked]).float(), labels[picked], reduction="none")
+    return (losses * batch["weights"][:, 1:][picked]).sum() if "weights" in batch else losses.sum()
 
 
 @torch.no_grad()
@@ -559,16 +583,17 @@ def train_sft(
     if config.packing:
         # (an example longer than max_length, possible only when passed in directly, gets a row of its own)
         collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=config.max_length,
-                                    device=accelerator.device)
+                                    device=accelerator.device, turn_start_weight=config.turn_start_weight)
     else:
-        collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device)
+        collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device,
+                                    turn_start_weight=config.turn_start_weight)
 
     model.train()
     window_loss = window_tokens = 0.0
     for step in range(start, plan.total_steps):
         set_seed(config.seed + step, device_specific=True)  # dropout depends on the step alone: resumable
         chosen = plan.examples(step)
-        step_tokens = sum(_label_tokens(examples[i]) for i in chosen)
+        step_tokens = sum(_label_weight_sum(examples[i], config.turn_start_weight) for i in chosen)
         share = chosen[accelerator.process_index :: processes]
         micro_batches = [share[j : j + config.batch_size] for j in range(0, len(share), config.batch_size)]
         local_loss = 0.0
