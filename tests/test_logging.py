@@ -58,6 +58,11 @@ def test_mode_is_offline_unless_set_or_logged_in(no_credentials, monkeypatch, tm
     assert resolve_mode("disabled") == "disabled"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_mode() == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "")  # set but empty: unset
+    assert resolve_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "offlne")
+    with pytest.raises(ValueError, match=r"\$WANDB_MODE is 'offlne'"):
+        resolve_mode()
     monkeypatch.delenv("WANDB_MODE")
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".netrc").write_text("machine api.wandb.ai login user password secret\n")
@@ -67,7 +72,11 @@ def test_mode_is_offline_unless_set_or_logged_in(no_credentials, monkeypatch, tm
         resolve_mode("cloud")
 
 
-def test_offline_wandb_run_files_hold_the_metrics_that_metrics_jsonl_mirrors(no_credentials, tmp_path):
+@pytest.mark.parametrize("empty_mode", [False, True])
+def test_offline_wandb_run_files_hold_the_metrics_that_metrics_jsonl_mirrors(no_credentials, monkeypatch, tmp_path,
+                                                                             empty_mode):
+    if empty_mode:  # `WANDB_MODE= clarify train ...`: set but empty counts as unset
+        monkeypatch.setenv("WANDB_MODE", "")
     run_dir = tmp_path / "run"
     with RunLogger(run_dir, RunConfig(seed=3)) as logger:
         assert logger.mode == "offline"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 ID_FILE = "wandb_run_id"
 MODES = ("auto", "offline", "online", "disabled")
+WANDB_ENV_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")  # what wandb accepts in $WANDB_MODE
 
 
 def _jsonable(value: Any) -> Any:
@@ -53,7 +54,10 @@ def resolve_mode(mode: str = "auto") -> str:
         raise ValueError(f"wandb mode must be one of {MODES}, got {mode!r}")
     if mode != "auto":
         return mode
-    return os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
+    env = os.environ.get("WANDB_MODE", "").strip()
+    if env and env not in WANDB_ENV_MODES:
+        raise ValueError(f"$WANDB_MODE is {env!r}: set it to one of {WANDB_ENV_MODES}, or unset it")
+    return env or ("online" if logged_in() else "offline")
 
 
 class RunLogger:
@@ -90,6 +94,8 @@ class RunLogger:
         # wandb, which would then advertise Weave on every run.
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
+        if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+            del os.environ["WANDB_MODE"]  # set but empty counts as unset (wandb.Settings rejects "")
         import wandb
 
         id_file = self.run_dir / ID_FILE
