@@ -257,8 +257,6 @@ def label_weights(labels: Sequence[int], turn_start_weight: float) -> list[float
 
 def _label_weight_sum(example: SFTExample, turn_start_weight: float) -> float:
     """The example's summed loss weight (its label-token count when ``turn_start_weight`` is 1)."""
-    if turn_start_weight == 1.0:
-        return float(_label_tokens(example))
     return sum(label_weights(example.labels, turn_start_weight)[1:])
 
 
@@ -566,9 +564,14 @@ def train_sft(
                       config.max_length, accelerator.device)
     # The output layer at label positions only, where that gives the same loss (checked in float32
     # on the first micro-batch). One process only: DDP syncs gradients through its wrapper's forward.
-    first = [examples[i] for i in plan.examples(0)[: config.batch_size]]
-    first_batch = (_collate_packed(first, pad_id, config.max_length, accelerator.device) if config.packing
-                   else _collate(first, pad_id, accelerator.device))
+    if config.packing:
+        # (an example longer than max_length, possible only when passed in directly, gets a row of its own)
+        collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=config.max_length,
+                                    device=accelerator.device, turn_start_weight=config.turn_start_weight)
+    else:
+        collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device,
+                                    turn_start_weight=config.turn_start_weight)
+    first_batch = collate([examples[i] for i in plan.examples(0)[: config.batch_size]])
     label_logits = processes == 1 and label_logits_match(model, first_batch)
     loss_sum = _label_token_loss_sum if label_logits else _token_loss_sum
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -580,20 +583,14 @@ def train_sft(
         start, curve = _restore(checkpoint, fingerprint, accelerator.unwrap_model(model), optimizer, scheduler)
         accelerator.print(f"[sft] resumed from {checkpoint} at step {start}/{plan.total_steps}")
 
-    if config.packing:
-        # (an example longer than max_length, possible only when passed in directly, gets a row of its own)
-        collate = functools.partial(_collate_packed, pad_id=pad_id, capacity=config.max_length,
-                                    device=accelerator.device, turn_start_weight=config.turn_start_weight)
-    else:
-        collate = functools.partial(_collate, pad_id=pad_id, device=accelerator.device,
-                                    turn_start_weight=config.turn_start_weight)
+    weight_sums = [_label_weight_sum(e, config.turn_start_weight) for e in examples]  # once, not every epoch
 
     model.train()
     window_loss = window_tokens = 0.0
     for step in range(start, plan.total_steps):
         set_seed(config.seed + step, device_specific=True)  # dropout depends on the step alone: resumable
         chosen = plan.examples(step)
-        step_tokens = sum(_label_weight_sum(examples[i], config.turn_start_weight) for i in chosen)
+        step_tokens = sum(weight_sums[i] for i in chosen)
         share = chosen[accelerator.process_index :: processes]
         micro_batches = [share[j : j + config.batch_size] for j in range(0, len(share), config.batch_size)]
         local_loss = 0.0
