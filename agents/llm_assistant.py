@@ -32,6 +32,18 @@ Two prompt styles:
   find the line a reply names (BENCHMARKS.md, "Why ReST stalls"). Every move is still the
   model's choice; only the lookup after a clarification is done for it.
 
+  With ``multi_lines``, a MULTI message the assistant is taught (the seed policy's, the
+  worked examples') puts each item on its own line, as the meaning lines are written::
+
+      MULTI:
+      1987 series: Varo Melkin
+      2012 series: Dessa Quorn
+
+  so that every item, its end included, is a copy of a prompt line without its share:
+  after an answer's last token both the prompt and the message go on with a newline
+  (inline, the message goes on with "; " where the prompt has a newline — the step a tiny
+  model slips on most; BENCHMARKS.md, run 11). The protocol reads both layouts alike.
+
 ``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
 for every call: ``few_shot_demos``), in one of two formats:
 
@@ -58,7 +70,7 @@ from clarify_env.context import ContextEntry, parse_context
 from clarify_env.matching import best_match
 from clarify_env.costs import QUESTION_DECIMALS, WORD_DECIMALS, Costs, format_price, make_cost_sampler
 from clarify_env.prompt import system_prompt
-from clarify_env.protocol import MOVES, parse_action
+from clarify_env.protocol import MOVES, Move, parse_action
 
 PromptStyle = Literal["full", "compact"]
 PROMPT_STYLES = ("full", "compact")
@@ -82,6 +94,15 @@ def compact_system(costs: Costs | None, context: str | None) -> str:
     entries = sorted(parse_context(context), key=lambda e: -e.share)
     lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in entries]
     return "\n".join(lines) + "\n"
+
+
+def multi_as_lines(message: str) -> str:
+    """``message`` with a MULTI body laid out one ``facet: answer`` item a line (after a
+    line holding only the tag); any other message, or one that does not parse, unchanged."""
+    action = parse_action(message)
+    if getattr(action, "move", None) is not Move.MULTI:
+        return message
+    return "MULTI:" + "".join(f"\n{i.facet}: {i.answer}" if i.facet else f"\n{i.answer}" for i in action.items)
 
 
 def with_reply_lookup(turns: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
@@ -168,6 +189,8 @@ class LLMAssistant(Agent):
             last text before the first reply) instead of heading the system text.
         reply_lookup: compact style only: each reply to a clarifying question is followed by
             the meaning line it names (``with_reply_lookup``).
+        multi_lines: compact style only: the MULTI messages it is taught put one item a line
+            (``taught_message``; see the module docstring).
         name: the policy's name in episode records (default: the adapter's, else "llm_assistant").
     """
 
@@ -183,6 +206,7 @@ class LLMAssistant(Agent):
         name: str | None = None,
         prices_last: bool = False,
         reply_lookup: bool = False,
+        multi_lines: bool = False,
     ) -> None:
         sampling = sampling or SamplingParams()
         if sampling.n != 1:
@@ -202,6 +226,7 @@ class LLMAssistant(Agent):
         self.max_questions = max_questions
         self.prices_last = prices_last and prompt_style == "compact"
         self.reply_lookup = reply_lookup and prompt_style == "compact"
+        self.multi_lines = multi_lines and prompt_style == "compact"
         self.name = name or adapter or "llm_assistant"
 
     def header(self, costs: Costs, context: str | None, system: str | None = None) -> str:
@@ -219,7 +244,7 @@ class LLMAssistant(Agent):
         if self.few_shot_format == "turns":
             turns = []
             for d in demos:
-                example = _with_header(self.header(d.costs, d.context), self._looked_up(d.messages, d.context), example=True)
+                example = _with_header(self.header(d.costs, d.context), self._demo_turns(d), example=True)
                 turns += self._with_prices(example, d.costs)
             dialogue = self._looked_up(observation["messages"], observation["context"] or None)
             return turns + self._with_prices(_with_header(header, dialogue), costs)
@@ -227,6 +252,18 @@ class LLMAssistant(Agent):
             header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"
         messages = self._looked_up(observation["messages"], observation["context"] or None)
         return [{"role": "system", "content": header}, *self._with_prices(messages, costs)]
+
+    def taught_message(self, message: str) -> str:
+        """A scripted assistant message (seed dialogues, worked examples) as this assistant
+        is taught to write it: with ``multi_lines``, a MULTI body one item a line."""
+        return multi_as_lines(message) if self.multi_lines else message
+
+    def _demo_turns(self, demo: Demo) -> list[dict[str, Any]]:
+        turns = self._looked_up(demo.messages, demo.context)
+        for t in turns:
+            if t["role"] == "assistant":
+                t["content"] = self.taught_message(t["content"])
+        return turns
 
     def _looked_up(self, messages: Sequence[Mapping[str, Any]], context: str | None) -> list[dict[str, Any]]:
         turns = [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -243,7 +280,7 @@ class LLMAssistant(Agent):
         for i, d in enumerate(demos, 1):
             header = compact_system(d.costs, d.context) if self.prompt_style == "compact" else (
                 f"{d.costs.describe()}\n{d.context}\n")
-            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self._looked_up(d.messages, d.context))
+            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self._demo_turns(d))
             blocks.append(f"Example {i}\n{header}{turns}")
         return "\n\n".join(blocks)
 

@@ -48,6 +48,11 @@ def test_a_value_out_of_range_is_named() -> None:
         load_config(CONFIGS[0], ["rollout.explore_first_move=true", "rollout.samples_per_group=4"])
     with pytest.raises(ConfigError, match=r"'sft\.turn_start_weight' must be positive, got -1"):
         load_config(CONFIGS[0], ["sft.turn_start_weight=-1"])
+    with pytest.raises(ConfigError, match=r"'rest\.seed_mix' must be in \[0, 1\), got 1"):
+        load_config(CONFIGS[0], ["rest.seed_mix=1"])
+    with pytest.raises(ConfigError, match=r"'rest\.seed_mix_move_weight' must be >= 0, got -0.5"):
+        load_config(CONFIGS[0], ["rest.seed_mix_move_weight=-0.5"])
+    assert load_config(CONFIGS[0], ["rest.seed_mix_move_weight=0"]).rest.seed_mix_move_weight == 0
 
 
 def test_a_float_written_without_a_dot_is_read_as_a_number():

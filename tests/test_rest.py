@@ -48,9 +48,11 @@ def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
-def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None) -> None:
+def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     assert train(run) == 0
+    # sampling.max_new_tokens=24 is too short for some full MULTI answers: said before the run starts
+    assert "[check] sampling.max_new_tokens=24 cuts the full MULTI answer of" in capsys.readouterr().out
 
     assert load_config(run / "config.yaml").rest.grow_episodes == 32
     for stage in ("seed", "seed/eval", "iter-1", "iter-1/eval"):
@@ -82,6 +84,8 @@ def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None) -> 
     assert evals[1]["eval/default:heldout/reward"] == pytest.approx(
         sum(p["reward"] for p in report["points"]) / len(report["points"]))
     assert any("seed/loss" in m for m in metrics) and any("improve/loss" in m for m in metrics)
+    check = next(m for m in metrics if "check/multi_cut_share" in m)
+    assert check["step"] == 0 and 0 < check["check/multi_cut_share"] < 1 and check["check/multi_longest_tokens"] > 24
 
     run_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
@@ -212,7 +216,7 @@ def test_the_filter_keeping_nothing_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_improve_data_accumulates_earlier_kept_episodes_and_mixes_seed_dialogues(tmp_path: Path) -> None:
     from agents import OraclePolicy, ScriptedUser
-    from trainers.rest import improve_data
+    from trainers.rest import improve_data, seed_move_weights
     from trainers.rollout import RolloutEngine
 
     episodes = RolloutEngine({"source": "synthetic"}, OraclePolicy(), ScriptedUser(), num_envs=8, seed=0).run(30, None)
@@ -230,3 +234,29 @@ def test_improve_data_accumulates_earlier_kept_episodes_and_mixes_seed_dialogues
     mixed = improve_data(cfg, tmp_path, 2, second, seed)
     assert ids(mixed[:20]) == ids(first + second) and set(ids(mixed[20:])) <= set(ids(seed)) and len(mixed) == 25
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(mixed)  # the same draw again (resume)
+    # rest.seed_mix_move_weight: the mixed-in seed dialogues' first move tag gets that weight
+    assert seed_move_weights(cfg, mixed, seed) is None  # unset: every example the default
+    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2", "rest.seed_mix_move_weight=0"])
+    assert seed_move_weights(cfg, mixed, seed) == [None] * 20 + [0.0] * 5
+
+
+def test_seed_dialogues_with_multi_lines_lay_multi_out_one_item_a_line_and_score_the_same() -> None:
+    from agents import ScriptedUser
+    from trainers.models import make_assistant
+    from trainers.rest import SeedPolicy
+    from trainers.rollout import RolloutEngine
+
+    played = {}
+    for lines in (False, True):
+        cfg = load_config(CONFIG, [f"assistant.multi_lines={str(lines).lower()}"])
+        policy = SeedPolicy({"MULTI": 1.0, "CLARIFY": 1.0}, make_assistant(cfg, None), seed=0)
+        played[lines] = RolloutEngine({"source": "synthetic"}, policy, ScriptedUser(), num_envs=8, seed=0).run(40, None)
+    inline, lined = played[False], played[True]
+    assert [e.moves for e in inline] == [e.moves for e in lined] and [e.reward for e in inline] == [e.reward for e in lined]
+    multis = [(a.messages[1]["content"], b.messages[1]["content"]) for a, b in zip(inline, lined) if a.moves == ["MULTI"]]
+    assert len(multis) >= 10
+    for a, b in multis:
+        assert a.startswith("MULTI: ") and "; " in a and b.startswith("MULTI:\n")
+        assert b == "MULTI:\n" + "\n".join(a[len("MULTI: "):].split("; "))
+    # What behaviour cloning trains on is what the episode recorded.
+    assert all(b.chat[-1]["content"] == b.messages[-1]["content"] for b in lined if b.moves == ["MULTI"])

@@ -12,7 +12,7 @@ import pytest
 from agents.base import Agent
 from agents.generation import Completion, GenerationBackend, SamplingParams
 from agents.hf_backend import TransformersBackend
-from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos, with_reply_lookup
+from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos, multi_as_lines, with_reply_lookup
 from agents.llm_user import LLMUser
 from agents.oracle_policy import OraclePolicy
 from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
@@ -323,6 +323,40 @@ def test_reply_lookup_puts_the_named_meaning_under_the_reply(beast_task) -> None
     # The chat only grows from turn to turn (SFT trains on the last one as a whole).
     obs2, *_ = env.step("ANSWER: Jay Ryan")
     assert LLMAssistant(FixedBackend(str), prompt_style="compact", reply_lookup=True).conversation(obs2)[:len(chat)] == chat
+
+
+def test_multi_lines_lays_a_multi_out_like_the_meaning_lines_and_scores_the_same(beast_task) -> None:
+    inline = multi([("1987 series", "Ron Perlman"), ("2012 series", "Jay Ryan")])
+    lines = multi_as_lines(inline)
+    assert lines == "MULTI:\n1987 series: Ron Perlman\n2012 series: Jay Ryan"
+    assert multi_as_lines(lines) == lines and parse_action(lines).items == parse_action(inline).items
+    for other in ("ANSWER: Ron Perlman", "CLARIFY: Which one?", "no tag at all"):
+        assert multi_as_lines(other) == other
+    # The env scores both layouts alike (same items, same words).
+    outcomes = []
+    for message in (inline, lines):
+        env = ClarifyEnv(**ENV)
+        env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.2, "word": 0.01}, "interpretation": 1})
+        _, reward, terminated, _, info = env.step(message)
+        outcomes.append((reward, terminated, {k: v for k, v in info.items() if k != "transcript"}))
+    assert outcomes[0] == outcomes[1] and outcomes[0][1]
+    # Each item is its prompt line without the share: a copy, end of line included.
+    prompt_lines = compact_system(Costs(0.2, 0.01), beast_task.context).splitlines()[2:]
+    assert [line.split("% ", 1)[1] for line in prompt_lines] == lines.splitlines()[1:]
+    # Taught messages (worked examples here) take the layout; off by default and in the full style.
+    taught = LLMAssistant(FixedBackend(str), prompt_style="compact", multi_lines=True, few_shot=3,
+                          few_shot_format="turns")
+    demo_multis = [m["content"] for m in taught.conversation({**_observation(beast_task)})
+                   if m["role"] == "assistant" and m["content"].startswith("MULTI")]
+    assert len(demo_multis) == 1 and "\n" in demo_multis[0] and ";" not in demo_multis[0]
+    assert LLMAssistant(FixedBackend(str), prompt_style="compact").taught_message(inline) == inline
+    assert LLMAssistant(FixedBackend(str), prompt_style="full", multi_lines=True).taught_message(inline) == inline
+
+
+def _observation(task) -> dict:
+    env = ClarifyEnv(**ENV)
+    obs, _ = env.reset(seed=0, options={"task": task, "costs": {"question": 0.2, "word": 0.01}})
+    return obs
 
 
 @pytest.mark.parametrize("few_shot_format", ["system", "turns"])

@@ -339,6 +339,44 @@ def test_turn_start_weight_scales_the_loss_of_each_assistant_turns_first_token(t
         assert loss.item() == pytest.approx(by_hand.item(), rel=1e-4)
 
 
+def test_a_move_weight_replaces_the_first_move_tags_weight_only(tiny, examples):
+    """SFTExample.move_weight (rest.seed_mix_move_weight): the first assistant turn's move tag
+    weighs move_weight, every later turn's tag still turn_start_weight; padded and packed alike."""
+    from dataclasses import replace
+
+    from trainers.sft import _collate, _collate_packed, _label_weight_sum, _token_loss_sum, _token_losses, label_weights
+
+    assert label_weights([IGNORE, IGNORE, 7, 8, IGNORE, 4, 5], 3.0, 0.0) == [0, 0, 0, 1, 0, 3, 1]
+    assert label_weights([IGNORE, 7, 8], 3.0, 0.5) == [0, 0.5, 1]
+    two_turns = next(e for e in examples if sum(
+        1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2)
+    untaught = replace(two_turns, move_weight=0.0)
+    assert _label_weight_sum(untaught, 3.0) == pytest.approx(_label_weight_sum(two_turns, 3.0) - 3.0)
+    # Built from episodes: the weight lands on each episode's first example only.
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    batch = [replace(e, move_weight=0.0) if k % 2 else e for k, e in enumerate(examples[:12])]
+    expected = [label_weights(e.labels, 3.0, e.move_weight) for e in batch]
+    with torch.no_grad():
+        padded = _collate(batch, 0, torch.device("cpu"), turn_start_weight=3.0)
+        width = padded["labels"].shape[1]
+        by_hand = (_token_losses(model, padded) * torch.tensor(
+            [(w + [0.0] * (width - len(w)))[1:] for w in expected])).sum()
+        packed = _collate_packed(batch, 0, 256, torch.device("cpu"), turn_start_weight=3.0)
+        assert _token_loss_sum(model, padded).item() == pytest.approx(by_hand.item(), rel=1e-4)
+        assert _token_loss_sum(model, packed).item() == pytest.approx(by_hand.item(), rel=1e-4)
+        # With turn_start_weight 1, a move weight alone still makes the batch weighted.
+        alone = _collate([batch[1]], 0, torch.device("cpu"))
+        assert "weights" in alone and alone["weights"].tolist()[0] == label_weights(batch[1].labels, 1.0, 0.0)
+
+
+def test_build_sft_examples_sets_move_weights_per_episode(episodes, tokenizer):
+    episodes = episodes[:6]
+    built = build_sft_examples(episodes, tokenizer, 512, move_weights=[0.0, None, 2.0, None, None, 0.0])
+    assert [e.move_weight for e in built] == [0.0, None, 2.0, None, None, 0.0]
+    with pytest.raises(ValueError, match="move_weights: 2 for 6 episodes"):
+        build_sft_examples(episodes, tokenizer, 512, move_weights=[0.0, None])
+
+
 def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path):
     curves = []
     for packing in (False, True):

@@ -72,6 +72,7 @@ class AssistantConfig:
     few_shot_format: Literal["system", "turns"] = "system"  # in the system prompt, or as earlier chat turns
     prices_last: bool = False  # compact style: the price lines after the user's question, just before the reply
     reply_lookup: bool = False  # compact style: the meaning line a clarification reply names, under the reply
+    multi_lines: bool = False  # compact style: taught MULTI messages put one "facet: answer" item a line
 
 
 @dataclass
@@ -195,6 +196,10 @@ class ReSTConfig:
     grow_episodes: int = 1024  # per iteration; groups of rollout.samples_per_group
     improve_from: Literal["base", "last"] = "base"  # base: re-fine-tune the starting policy each time (ReST-EM)
     seed_mix: float = 0.0  # share of seed dialogues mixed into each improve step's data
+    # the loss weight of a mixed-in seed dialogue's first move tag (None: sft.turn_start_weight,
+    # as any turn's). 0: the cost-blind seed moves teach nothing about which move to make, only
+    # how to carry one out (replay that keeps the copying sharp while the kept episodes teach the moves)
+    seed_mix_move_weight: float | None = None
     # true: each improve step trains on the kept episodes of this and every earlier iteration
     # (ReST's growing dataset: more distinct tasks per step), not only this iteration's
     accumulate_kept: bool = False
@@ -206,6 +211,12 @@ class ReSTConfig:
     final_splits: list[str] = field(default_factory=list)
     seed: SeedConfig = field(default_factory=SeedConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed_mix < 1:
+            raise ConfigError(f"'rest.seed_mix' must be in [0, 1), got {self.seed_mix!r}")
+        if self.seed_mix_move_weight is not None and not self.seed_mix_move_weight >= 0:
+            raise ConfigError(f"'rest.seed_mix_move_weight' must be >= 0, got {self.seed_mix_move_weight!r}")
 
 
 @dataclass

@@ -82,6 +82,7 @@ def make_assistant(
         backend, sampling, adapter=adapter, prompt_style=cfg.assistant.prompt_style,
         few_shot=cfg.assistant.few_shot, few_shot_format=cfg.assistant.few_shot_format,
         prices_last=cfg.assistant.prices_last, reply_lookup=cfg.assistant.reply_lookup,
+        multi_lines=cfg.assistant.multi_lines,
         max_questions=cfg.env.max_questions, name=name,
     )
 

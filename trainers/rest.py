@@ -31,6 +31,7 @@ from agents.baselines import RandomMixture
 from agents.generation import Completion, GenerationBackend
 from agents.llm_assistant import LLMAssistant
 from agents.scripted_user import ScriptedUser
+from trainers.budget_check import generation_budget
 from trainers.config import ConfigError, RunConfig, load_config, save_config, to_dict
 from trainers.episodes import Episode, EpisodeLog, read_episodes
 from trainers.evaluate import EvalReport, evaluate_policy, split_points, task_lookup
@@ -145,8 +146,9 @@ class Generators:
 
 class SeedPolicy(Agent):
     """A cost-blind random mixture of moves (``RandomMixture``) whose episodes record the chat
-    in the LLM assistant's prompt format, so that behaviour cloning trains on exactly what the
-    model will see. Each move is drawn from its turn's seed (the rollout engine passes them to
+    in the LLM assistant's prompt format, and its messages as the assistant is taught to write
+    them (``LLMAssistant.taught_message``), so that behaviour cloning trains on exactly what the
+    model will see and write. Each move is drawn from its turn's seed (the rollout engine passes them to
     ``generate_batch``), so an episode does not depend on the order it was played in and a
     resumed seed stage plays the same episodes as an uninterrupted one."""
 
@@ -156,14 +158,15 @@ class SeedPolicy(Agent):
         self.name = f"seed_{self.mixture.name}"
 
     def act(self, observation: Any) -> str:
-        return self.mixture.act(observation)
+        return self.prompt.taught_message(self.mixture.act(observation))
 
     def generate_batch(self, observations: Sequence[Any], seeds: Sequence[int] | None = None) -> list[Completion]:
         """One message per observation; with ``seeds``, each move is drawn from its own seed."""
         if seeds is None:
             texts = [self.act(o) for o in observations]
         else:
-            texts = [RandomMixture(self.weights, seed=s).act(o) for o, s in zip(observations, seeds)]
+            texts = [self.prompt.taught_message(RandomMixture(self.weights, seed=s).act(o))
+                     for o, s in zip(observations, seeds)]
         return [Completion(t, (), (), "stop") for t in texts]
 
     def conversation(self, observation: Any) -> list[dict[str, str]]:
@@ -191,12 +194,15 @@ def grow(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, iteration: in
 
 
 def improve(cfg: RunConfig, base_model: str, init: Policy, episodes: Sequence[Episode], out: Path,
-            name: str, epochs: int | None = None, on_log: Callable[[dict], None] | None = None) -> Policy:
-    """Fine-tune on ``episodes`` (assistant turns only), starting from ``init``; resumable."""
+            name: str, epochs: int | None = None, on_log: Callable[[dict], None] | None = None,
+            move_weights: Sequence[float | None] | None = None) -> Policy:
+    """Fine-tune on ``episodes`` (assistant turns only), starting from ``init``; resumable.
+    ``move_weights``: per episode, the loss weight of its first move tag (None: the default)."""
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
-    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs)
+    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs,
+                                  move_weights)
     if not examples:
         raise RuntimeError(f"no training examples for {out}: every kept episode was longer than sft.max_length")
     sft = cfg.sft if epochs is None else dataclasses.replace(cfg.sft, epochs=epochs)
@@ -229,6 +235,18 @@ def label_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episo
     return {k: v for k, v in metrics.items() if not np.isnan(v)}
 
 
+def check_generation_budget(cfg: RunConfig, model_path: str, logger: RunLogger) -> None:
+    """Warn (printed, and logged as ``check/*`` metrics) when ``sampling.max_new_tokens``
+    would cut the full MULTI answer of some training tasks (``trainers.budget_check``)."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
+    report = generation_budget(cfg.env.source, tokenizer, cfg.sampling.max_new_tokens, seed=cfg.seed)
+    if report.warning():
+        print(report.warning())
+    logger.log({"check/multi_cut_share": report.cut_share, "check/multi_longest_tokens": report.longest}, 0)
+
+
 def episodes_per_split(cfg: RunConfig, final: bool) -> dict[str, int]:
     """Episodes per price point of each eval split: ``rest.final_episodes_per_point`` (when
     set) in the final evaluation's splits (``rest.final_splits``, else all), else
@@ -245,6 +263,15 @@ def evaluate(cfg: RunConfig, assistant: Agent, user: Agent, out: Path, per_point
         num_envs=cfg.rollout.num_envs, baselines=cfg.eval.baselines, bootstrap_samples=cfg.eval.bootstrap_samples,
         policy_name=assistant.name, progress=True,
     )
+
+
+def seed_move_weights(cfg: RunConfig, data: Sequence[Episode], seed_episodes: Sequence[Episode]) -> list[float | None] | None:
+    """Per episode of ``data``: ``rest.seed_mix_move_weight`` for the seed dialogues mixed in
+    (those of ``seed_episodes``), None (the default weight) for the rest; None when unset."""
+    if cfg.rest.seed_mix_move_weight is None:
+        return None
+    seeds = {id(e) for e in seed_episodes}
+    return [cfg.rest.seed_mix_move_weight if id(e) in seeds else None for e in data]
 
 
 def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode],
@@ -273,6 +300,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
     gens = Generators(cfg)
     try:
         base_model = load_policy_model(cfg)
+        check_generation_budget(cfg, base_model, logger)
         start = Policy(base_model, cfg.model.adapter, "base")
         seed_episodes: list[Episode] = []
 
@@ -330,7 +358,8 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 init = start if cfg.rest.improve_from == "base" else policy
                 print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data)} from {init.name}")
                 policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}",
-                                 on_log=lambda r: logger.log({f"improve/{k}": v for k, v in r.items()}, it))
+                                 on_log=lambda r: logger.log({f"improve/{k}": v for k, v in r.items()}, it),
+                                 move_weights=seed_move_weights(cfg, data, seed_episodes))
                 metrics = {f"grow/{k}": v for k, v in grown_summary.items() if not isinstance(v, dict)}
                 metrics.update({f"grow/move_{m}": v for m, v in grown_summary["move_mix"].items()})
                 metrics.update({"filter/kept": len(kept),

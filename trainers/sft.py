@@ -55,11 +55,14 @@ _PROBE = "<<sft-probe>>"  # an assistant message rendered to read the template's
 
 @dataclass(frozen=True)
 class SFTExample:
-    """One tokenised episode; ``labels`` is ``input_ids`` with every non-assistant token set to -100."""
+    """One tokenised episode; ``labels`` is ``input_ids`` with every non-assistant token set to -100.
+    ``move_weight``, when set, replaces ``turn_start_weight`` as the loss weight of the first
+    labelled token (the first assistant turn's move tag; 0 leaves the move untaught)."""
 
     episode_id: str
     input_ids: list[int]
     labels: list[int]
+    move_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,19 +149,24 @@ def training_texts(
 
 
 def build_sft_examples(
-    episodes: Sequence[Episode], tokenizer: Any, max_length: int, template_kwargs: Mapping[str, Any] | None = None
+    episodes: Sequence[Episode], tokenizer: Any, max_length: int, template_kwargs: Mapping[str, Any] | None = None,
+    move_weights: Sequence[float | None] | None = None,
 ) -> list[SFTExample]:
     """Tokenise each episode's ``chat`` (``template_kwargs`` go to the chat template); only the
     assistant's turns carry labels. One example per episode, or one per assistant turn
     (ids ``<episode>/turn-<k>``) where the template is not incremental (``training_texts``).
+    ``move_weights`` (one per episode, None for the default) set the loss weight of each
+    episode's first move tag (``SFTExample.move_weight``).
 
     Episodes longer than ``max_length`` tokens are dropped (truncation would cut the
     final turn or the prompt it answers); ``ValueError`` if that leaves none.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("build_sft_examples needs a fast tokenizer (character offsets locate the assistant's tokens)")
+    if move_weights is not None and len(move_weights) != len(episodes):
+        raise ValueError(f"move_weights: {len(move_weights)} for {len(episodes)} episodes")
     examples, too_long = [], 0
-    for episode in episodes:
+    for n, episode in enumerate(episodes):
         if not any(m["role"] == "assistant" for m in episode.chat):
             raise ValueError(f"episode {episode.episode_id} has no assistant message in its chat")
         texts = training_texts(episode.chat, tokenizer, template_kwargs)
@@ -172,7 +180,8 @@ def build_sft_examples(
                 for token, (first, _) in zip(enc["input_ids"], enc["offset_mapping"])
             ]
             name = episode.episode_id if len(texts) == 1 else f"{episode.episode_id}/turn-{k + 1}"
-            examples.append(SFTExample(name, enc["input_ids"], labels))
+            move_weight = move_weights[n] if move_weights is not None and k == 0 else None
+            examples.append(SFTExample(name, enc["input_ids"], labels, move_weight))
     if not examples:
         raise ValueError(f"no SFT examples: all {too_long} episodes are longer than max_length={max_length} tokens")
     if too_long:
@@ -246,25 +255,42 @@ class StepPlan:
         return (step + 1) % self.steps_per_epoch == 0
 
 
-def label_weights(labels: Sequence[int], turn_start_weight: float) -> list[float]:
+def label_weights(labels: Sequence[int], turn_start_weight: float, move_weight: float | None = None) -> list[float]:
     """Each token's loss weight: 0 where unlabelled, ``turn_start_weight`` on the first labelled
-    token of each assistant turn (its move tag), 1 on the rest of the turn."""
-    return [
+    token of each assistant turn (its move tag), 1 on the rest of the turn; ``move_weight``
+    (if not None) on the very first labelled token instead."""
+    weights = [
         0.0 if label == IGNORE else turn_start_weight if i == 0 or labels[i - 1] == IGNORE else 1.0
         for i, label in enumerate(labels)
     ]
+    if move_weight is not None:
+        first = next((i for i, label in enumerate(labels) if label != IGNORE), None)
+        if first is not None:
+            weights[first] = move_weight
+    return weights
+
+
+def example_weights(example: SFTExample, turn_start_weight: float) -> list[float]:
+    """``label_weights`` of one example (its own ``move_weight`` included)."""
+    return label_weights(example.labels, turn_start_weight, example.move_weight)
+
+
+def weighted(examples: Sequence[SFTExample], turn_start_weight: float) -> bool:
+    """Whether any token's loss weight differs from 1 (then batches carry ``weights``)."""
+    return turn_start_weight != 1.0 or any(e.move_weight is not None for e in examples)
 
 
 def _label_weight_sum(example: SFTExample, turn_start_weight: float) -> float:
-    """The example's summed loss weight (its label-token count when ``turn_start_weight`` is 1)."""
-    return sum(label_weights(example.labels, turn_start_weight)[1:])
+    """The example's summed loss weight (its label-token count when every weight is 1)."""
+    return sum(example_weights(example, turn_start_weight)[1:])
 
 
 def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device,
              with_owner: bool = False, turn_start_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Right-pad a micro-batch: input_ids and attention_mask and labels, shape (batch, longest);
     ``with_owner`` adds ``owner``, each token's example (its row; -1 for padding); a
-    ``turn_start_weight`` other than 1 adds ``weights`` (``label_weights``)."""
+    ``turn_start_weight`` other than 1, or an example's ``move_weight``, adds ``weights``
+    (``example_weights``)."""
     width = max(len(e.input_ids) for e in examples)
     ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
     labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
@@ -272,8 +298,8 @@ def _collate(examples: Sequence[SFTExample], pad_id: int, device: torch.device,
     columns = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     if with_owner:
         columns["owner"] = [[b] * len(e.input_ids) + [-1] * (width - len(e.input_ids)) for b, e in enumerate(examples)]
-    if turn_start_weight != 1.0:
-        columns["weights"] = [label_weights(row, turn_start_weight) for row in labels]
+    if weighted(examples, turn_start_weight):
+        columns["weights"] = [example_weights(e, turn_start_weight) + [0.0] * (width - len(e.labels)) for e in examples]
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -300,31 +326,37 @@ def _collate_packed(examples: Sequence[SFTExample], pad_id: int, capacity: int, 
     then keeps attention within each example) and no attention_mask; each example's first
     label is -100, so no token is trained to predict the next example. ``with_owner`` adds
     ``owner``, each token's example (its index in ``examples``; -1 for padding); a
-    ``turn_start_weight`` other than 1 adds ``weights`` (``label_weights``)."""
+    ``turn_start_weight`` other than 1, or an example's ``move_weight``, adds ``weights``
+    (``example_weights``, 0 on each example's first token as its label)."""
     rows = pack_rows([len(e.input_ids) for e in examples], capacity)
     width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
-    ids, positions, labels, owner = [], [], [], []
+    with_weights = weighted(examples, turn_start_weight)
+    ids, positions, labels, owner, weights = [], [], [], [], []
     for row in rows:
         r_ids: list[int] = []
         r_pos: list[int] = []
         r_lab: list[int] = []
         r_own: list[int] = []
+        r_wt: list[float] = []
         for i in row:
             e = examples[i]
             r_ids += e.input_ids
             r_pos += range(len(e.input_ids))
             r_lab += [IGNORE] + e.labels[1:]
             r_own += [i] * len(e.input_ids)
+            if with_weights:
+                r_wt += [0.0] + example_weights(e, turn_start_weight)[1:]
         fill = width - len(r_ids)  # the tail is one more (ignored) sequence of pad tokens
         ids.append(r_ids + [pad_id] * fill)
         positions.append(r_pos + list(range(fill)))
         labels.append(r_lab + [IGNORE] * fill)
         owner.append(r_own + [-1] * fill)
+        weights.append(r_wt + [0.0] * fill)
     columns = {"input_ids": ids, "position_ids": positions, "labels": labels}
     if with_owner:
         columns["owner"] = owner
-    if turn_start_weight != 1.0:
-        columns["weights"] = [label_weights(row, turn_start_weight) for row in labels]
+    if with_weights:
+        columns["weights"] = weights
     return {k: torch.tensor(v, device=device) for k, v in columns.items()}
 
 
@@ -477,7 +509,7 @@ def _fingerprint(examples: Sequence[SFTExample], config: SFTConfig, processes: i
     settings = {k: v for k, v in asdict(config).items() if k not in ("logging_steps", "checkpoint_steps")}
     h = hashlib.sha256(json.dumps([settings, processes, start]).encode())
     for e in examples:
-        h.update(json.dumps([e.input_ids, e.labels]).encode())
+        h.update(json.dumps([e.input_ids, e.labels] + ([] if e.move_weight is None else [e.move_weight])).encode())
     return h.hexdigest()
 
 
