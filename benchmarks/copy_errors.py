@@ -1,0 +1,107 @@
+"""How exactly does a policy carry out its moves? Copy errors in a run's final evaluation.
+
+    python benchmarks/copy_errors.py runs/quickstart [runs/other ...] [--split default:heldout] [--out copy_errors.json]
+
+Reads the evaluation episodes of each run directory's last ``iter-*/eval`` (compact-prompt
+runs: the meaning lines ``NN% facet: answer`` in the system text) and counts, over the
+``--split`` price points:
+
+- MULTI messages whose items are exactly the prompt's meaning lines (share removed, same
+  order), per number of meanings, and the first wrong item's kind: ``overrun`` (the right
+  item and more), ``early_stop`` (a prefix of it), ``mid`` (wrong inside), ``items`` (a
+  missing or extra item), with ``length`` counting messages cut at ``sampling.max_new_tokens``;
+- the accuracy those MULTI messages lost (episodes x (1 - accuracy), summed) and the
+  accuracy of the answers after a clarification.
+
+Prints one row per run and writes benchmarks/results/<--out>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+MEANING_LINE = re.compile(r"^\d+(?:\.\d+)?% (.+)$")
+
+
+def last_eval(run: Path) -> Path:
+    evals = sorted(run.glob("iter-*/eval/episodes"), key=lambda p: int(p.parent.parent.name.split("-")[1]))
+    if not evals:
+        raise SystemExit(f"{run}: no iter-*/eval/episodes folder")
+    return evals[-1]
+
+
+def copy_errors(run: Path, split: str) -> dict:
+    """The counts described in the module docstring for one run directory."""
+    from clarify_env.protocol import Move, parse_action  # noqa: PLC0415 (after argparse: fast --help)
+
+    c: collections.Counter = collections.Counter()
+    by_n: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    files = sorted(last_eval(run).glob(f"{split.replace(':', '-')}_*.jsonl"))
+    if not files:
+        raise SystemExit(f"{run}: no evaluation episodes of split {split}")
+    for path in files:
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            meanings = [m.group(1) for m in map(MEANING_LINE.match, e["chat"][0]["content"].splitlines()) if m]
+            if e["moves"][:1] == ["MULTI"]:
+                action = parse_action(e["messages"][1]["content"])
+                got = [f"{i.facet}: {i.answer}" if i.facet else i.answer for i in action.items] \
+                    if getattr(action, "move", None) is Move.MULTI else []
+                c["multi"] += 1
+                by_n[len(meanings)][0] += 1
+                c["multi_accuracy_lost"] += 1 - e["components"]["accuracy"]
+                if got == meanings:
+                    by_n[len(meanings)][1] += 1
+                    continue
+                if e["metadata"].get("finish_reasons", ["stop"])[0] == "length":
+                    c["multi_cut_at_length"] += 1
+                wrong = next(((w, g) for w, g in zip(meanings, got) if w != g), None)
+                kind = "items" if wrong is None else "overrun" if wrong[1].startswith(wrong[0]) else (
+                    "early_stop" if wrong[0].startswith(wrong[1]) else "mid")
+                c[f"multi_error_{kind}"] += 1
+            elif e["moves"][:1] == ["CLARIFY"] and e["outcome"] == "answered":
+                c["after_clarify"] += 1
+                c["after_clarify_accuracy_lost"] += 1 - e["components"]["accuracy"]
+    exact = sum(v[1] for v in by_n.values())
+    return {
+        "run": str(run), "split": split, "multi": c["multi"],
+        "multi_exact": exact / c["multi"] if c["multi"] else None,
+        "multi_exact_by_meanings": {n: v[1] / v[0] for n, v in sorted(by_n.items())},
+        "multi_errors": {k.removeprefix("multi_error_"): v for k, v in sorted(c.items()) if k.startswith("multi_error_")},
+        "multi_cut_at_length": c["multi_cut_at_length"],
+        "multi_accuracy_lost": round(c["multi_accuracy_lost"], 3),
+        "after_clarify": c["after_clarify"],
+        "after_clarify_accuracy": 1 - c["after_clarify_accuracy_lost"] / c["after_clarify"] if c["after_clarify"] else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories with a finished evaluation")
+    parser.add_argument("--split", default="default:heldout")
+    parser.add_argument("--out", default="copy_errors.json")
+    args = parser.parse_args()
+    rows = [copy_errors(Path(r), args.split) for r in args.runs]
+    print("| run | MULTI | exact | exact by meanings (2 / 3 / 4) | errors (mid / overrun / early stop / items) "
+          "| cut at length | MULTI accuracy lost | answers after CLARIFY right |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        by = r["multi_exact_by_meanings"]
+        err = r["multi_errors"]
+        print(f"| {r['run']} | {r['multi']} | {r['multi_exact']:.3f} | "
+              f"{' / '.join(f'{by[n]:.3f}' if n in by else '-' for n in (2, 3, 4))} | "
+              f"{err.get('mid', 0)} / {err.get('overrun', 0)} / {err.get('early_stop', 0)} / {err.get('items', 0)} | "
+              f"{r['multi_cut_at_length']} | {r['multi_accuracy_lost']:.1f} | {r['after_clarify_accuracy']:.3f} |")
+    out = RESULTS / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
