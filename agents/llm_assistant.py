@@ -41,8 +41,8 @@ Two prompt styles:
 
   so that every item, its end included, is a copy of a prompt line without its share:
   after an answer's last token both the prompt and the message go on with a newline
-  (inline, the message goes on with "; " where the prompt has a newline — the step a tiny
-  model slips on most; BENCHMARKS.md, run 11). The protocol reads both layouts alike.
+  (inline, the message goes on with "; " where the prompt has a newline; measured in
+  BENCHMARKS.md, run 11). The protocol and the reward read both layouts alike.
 
 ``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
 for every call: ``few_shot_demos``), in one of two formats:
