@@ -64,7 +64,7 @@ def test_one_short_iteration_end_to_end(tmp_path: Path, offline_wandb: None, cap
     assert {e.policy for e in grown} == {"seed"} and {e.iteration for e in grown} == {1}
     assert (it / "policy" / "model.safetensors").exists() and (it / "policy" / "sft_metrics.json").exists()
     done = json.loads((it / "done.json").read_text())
-    assert done["policy"] == {"model": str(it / "policy"), "adapter": None, "name": "iter-1"}
+    assert done["policy"] == {"model": "iter-1/policy", "adapter": None, "name": "iter-1"}  # relative to the run
     assert done["filter/kept"] == 8
     audit = audit_episodes(grown, task_lookup("synthetic"))  # the label audit, logged every iteration
     assert done["grow/oracle_agreement"] == audit["oracle_agreement"]
@@ -184,10 +184,13 @@ def test_resume_after_kills_mid_grow_and_mid_improve_gives_the_same_final_metric
         assert resumed == uninterrupted, name
 
 
-def weights(folder: Path) -> dict[str, bytes]:
+def weights(folder: Path) -> dict[str, str]:
+    """A digest of each tensor (a mismatch then reports names, not megabytes of bytes)."""
+    import hashlib
+
     from safetensors.torch import load_file
 
-    return {k: v.numpy().tobytes() for k, v in load_file(folder / "model.safetensors").items()}
+    return {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in load_file(folder / "model.safetensors").items()}
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
@@ -225,17 +228,20 @@ def test_improve_data_accumulates_earlier_kept_episodes_and_mixes_seed_dialogues
     with EpisodeLog(tmp_path / "iter-1" / "kept.jsonl") as log:
         log.write(first)
     ids = lambda es: [e.episode_id for e in es]  # noqa: E731
-    cfg = load_config(CONFIG)
-    assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(second)  # default: this iteration's only
-    cfg = load_config(CONFIG, ["rest.accumulate_kept=true"])
+    cfg = load_config(CONFIG, ["rest.seed_mix=0"])
+    assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(second)  # no mixing: this iteration's only
+    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0"])
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(first + second)
     assert ids(improve_data(cfg, tmp_path, 1, first, seed)) == ids(first)
     cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2"])  # a fifth of 25: 5 seed dialogues
     mixed = improve_data(cfg, tmp_path, 2, second, seed)
     assert ids(mixed[:20]) == ids(first + second) and set(ids(mixed[20:])) <= set(ids(seed)) and len(mixed) == 25
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(mixed)  # the same draw again (resume)
+    # ... whatever the order the seed dialogues come in (played, or read back after a kill)
+    assert ids(improve_data(cfg, tmp_path, 2, second, seed[::-1])) == ids(mixed)
     # rest.seed_mix_move_weight: the mixed-in seed dialogues' first move tag gets that weight
-    assert seed_move_weights(cfg, mixed, seed) is None  # unset: every example the default
+    unset = load_config(CONFIG, ["rest.seed_mix=0.2", "rest.seed_mix_move_weight=null"])
+    assert seed_move_weights(unset, mixed, seed) is None  # unset: every example the default
     cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2", "rest.seed_mix_move_weight=0"])
     assert seed_move_weights(cfg, mixed, seed) == [None] * 20 + [0.0] * 5
 
@@ -260,3 +266,22 @@ def test_seed_dialogues_with_multi_lines_lay_multi_out_one_item_a_line_and_score
         assert b == "MULTI:\n" + "\n".join(a[len("MULTI: "):].split("; "))
     # What behaviour cloning trains on is what the episode recorded.
     assert all(b.chat[-1]["content"] == b.messages[-1]["content"] for b in lined if b.moves == ["MULTI"])
+
+
+def test_stage_records_keep_policy_paths_relative_to_the_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run resumes from another working directory, or after its directory was moved."""
+    from trainers.rest import Policy, policy_from_record, policy_record
+
+    run = tmp_path / "runs" / "r"
+    (run / "seed" / "policy").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    record = policy_record(Policy("runs/r/seed/policy", None, "seed"), Path("runs/r"))
+    assert record == {"model": "seed/policy", "adapter": None, "name": "seed"}
+    monkeypatch.chdir(tmp_path / "runs")  # elsewhere, the run named by its absolute path
+    assert Path(policy_from_record(record, run).model).resolve() == (run / "seed" / "policy").resolve()
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert policy_from_record(record, moved).model == str(moved / "seed" / "policy")
+    # hub ids, and paths written by older runs (relative to their working directory), stay as they are
+    assert policy_record(Policy("org/model", None, "base"), moved)["model"] == "org/model"
+    assert policy_from_record({"model": "org/model", "adapter": None, "name": "base"}, moved).model == "org/model"

@@ -56,6 +56,30 @@ class Policy:
 
 # --- stages as files ---------------------------------------------------------------------------
 
+def policy_record(policy: Policy, run_dir: Path) -> dict[str, Any]:
+    """``policy`` for a stage's ``done.json``: paths inside ``run_dir`` stored relative to it,
+    so that a run resumes from any working directory, and after the run directory is moved."""
+    root = run_dir.resolve()
+
+    def relative(path: str | None) -> str | None:
+        if path is None or not Path(path).exists() or not Path(path).resolve().is_relative_to(root):
+            return path  # a hub id, or a checkpoint outside the run
+        return Path(path).resolve().relative_to(root).as_posix()
+
+    return {"model": relative(policy.model), "adapter": relative(policy.adapter), "name": policy.name}
+
+
+def policy_from_record(record: dict[str, Any], run_dir: Path) -> Policy:
+    """The inverse of ``policy_record`` (a path written otherwise, as by older runs, as is)."""
+
+    def absolute(path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute() or not (run_dir / path).exists():
+            return path
+        return str(run_dir / path)
+
+    return Policy(absolute(record["model"]), absolute(record["adapter"]), record["name"])
+
+
 def stage_done(folder: Path) -> dict[str, Any] | None:
     path = folder / DONE
     return json.loads(path.read_text()) if path.exists() else None
@@ -283,9 +307,13 @@ def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode]
     if cfg.rest.accumulate_kept:
         data = [e for k in range(1, it) for e in read_episodes(run_dir / f"iter-{k}" / "kept.jsonl")] + data
     if cfg.rest.seed_mix > 0 and seed_episodes:
+        # drawn from the seed dialogues in the order they were played (group, then sample): the
+        # list's order differs between a run that played them and one that read them back after a
+        # kill (the file holds them in the order they finished)
+        pool = sorted(seed_episodes, key=lambda e: (int(e.group_id.lstrip("g")), e.sample_index))
         rng = np.random.default_rng([cfg.seed, it])
-        n = min(len(seed_episodes), int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix))))
-        data += [seed_episodes[i] for i in sorted(rng.choice(len(seed_episodes), n, replace=False))]
+        n = min(len(pool), int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix))))
+        data += [pool[i] for i in sorted(rng.choice(len(pool), n, replace=False))]
     return data
 
 
@@ -311,7 +339,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 assistant = make_assistant(cfg, backend, adapter, cfg.eval.temperature, policy.name)
                 report = evaluate(cfg, assistant, gens.user(backend), folder, per_point)
                 logger.log_eval(report, step)
-                record = {"policy": dataclasses.asdict(policy), "summary": report.summary()}
+                record = {"policy": policy_record(policy, run_dir), "summary": report.summary()}
                 mark_done(folder, record)
             shown = {k: v for k, v in record["summary"].items() if k.endswith(("/reward", "/regret", "/oracle_agreement"))
                      or "steerability/" in k}
@@ -327,10 +355,10 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 seed_episodes = grow(cfg, seed_policy, ScriptedUser(), folder / "episodes.jsonl", 0, seed_cfg.episodes)
                 policy = improve(cfg, base_model, start, seed_episodes, folder / "policy", "seed",
                                  epochs=seed_cfg.epochs, on_log=lambda r: logger.log({f"seed/{k}": v for k, v in r.items()}, 0))
-                mark_done(folder, {"policy": dataclasses.asdict(policy), **summarize(seed_episodes)})
+                mark_done(folder, {"policy": policy_record(policy, run_dir), **summarize(seed_episodes)})
             else:
                 seed_episodes = read_episodes(folder / "episodes.jsonl")
-                policy = Policy(**record["policy"])
+                policy = policy_from_record(record["policy"], run_dir)
             start = policy
         if cfg.rest.eval_start:  # the starting point ReST is measured against: the seed policy, else the base model
             evaluate_stage(start, run_dir / ("seed" if cfg.rest.seed.enabled else "start") / "eval", 0,
@@ -367,9 +395,9 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 metrics.update(label_metrics(cfg, grown, kept))
                 logger.log(metrics, it)
                 logger.log_dialogues("grow/dialogues", kept, it)
-                mark_done(folder, {"policy": dataclasses.asdict(policy), **metrics})
+                mark_done(folder, {"policy": policy_record(policy, run_dir), **metrics})
             else:
-                policy = Policy(**record["policy"])
+                policy = policy_from_record(record["policy"], run_dir)
             last = it == cfg.rest.iterations
             if cfg.rest.eval_each_iteration or last:
                 evaluate_stage(policy, folder / "eval", it, episodes_per_split(cfg, final=last))
