@@ -48,7 +48,7 @@ def test_one_rest_iteration_on_vllm_hot_swaps_lora_adapters_on_one_engine(
 
     assert len(engines) == 1  # seed evaluation, grow and the iteration's evaluation share one engine
     policy = json.loads((run / "iter-1" / "done.json").read_text())["policy"]
-    assert policy == {"model": str(run / "tiny-model"), "adapter": str(run / "iter-1" / "policy"), "name": "iter-1"}
+    assert policy == {"model": "tiny-model", "adapter": "iter-1/policy", "name": "iter-1"}  # relative to the run
     assert (run / "iter-1" / "policy" / "adapter_config.json").exists()
     assert not (run / "iter-1" / "policy" / "model.safetensors").exists()  # an adapter, not a full checkpoint
     # the seed policy's adapter evaluates itself and grows; then the new adapter is evaluated
