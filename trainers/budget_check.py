@@ -28,7 +28,6 @@ class BudgetReport:
     tasks: int
     cut: int  # tasks whose full MULTI message (with the end token) needs more tokens than the budget
     longest: int
-    p99: int
 
     @property
     def cut_share(self) -> float:
@@ -68,5 +67,4 @@ def generation_budget(source: Any, tokenizer: Any, max_new_tokens: int, num_task
         tasks = [src.sample(rng) for _ in range(num_tasks)]
     lengths = multi_token_lengths(tasks, tokenizer)
     return BudgetReport(max_new_tokens=max_new_tokens, tasks=len(lengths),
-                        cut=int((lengths > max_new_tokens).sum()), longest=int(lengths.max()),
-                        p99=int(np.percentile(lengths, 99)))
+                        cut=int((lengths > max_new_tokens).sum()), longest=int(lengths.max()))

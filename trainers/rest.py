@@ -38,7 +38,7 @@ from trainers.evaluate import EvalReport, evaluate_policy, split_points, task_lo
 from trainers.filtering import episode_score, filter_episodes
 from trainers.label_audit import audit_rows, summarize_rows
 from trainers.models import load_policy_model, make_assistant, make_backend, make_user, make_user_backend
-from trainers.rollout import RolloutEngine, env_kwargs, summarize
+from trainers.rollout import RolloutEngine, env_kwargs, play_order, summarize
 from trainers.run_logging import RunLogger
 from trainers.sft import build_sft_examples, train_sft
 
@@ -266,8 +266,9 @@ def check_generation_budget(cfg: RunConfig, model_path: str, logger: RunLogger) 
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     report = generation_budget(cfg.env.source, tokenizer, cfg.sampling.max_new_tokens, seed=cfg.seed)
-    if report.warning():
-        print(report.warning())
+    warning = report.warning()
+    if warning:
+        print(warning)
     logger.log({"check/multi_cut_share": report.cut_share, "check/multi_longest_tokens": report.longest}, 0)
 
 
@@ -310,7 +311,7 @@ def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode]
         # drawn from the seed dialogues in the order they were played (group, then sample): the
         # list's order differs between a run that played them and one that read them back after a
         # kill (the file holds them in the order they finished)
-        pool = sorted(seed_episodes, key=lambda e: (int(e.group_id.lstrip("g")), e.sample_index))
+        pool = sorted(seed_episodes, key=play_order)
         rng = np.random.default_rng([cfg.seed, it])
         n = min(len(pool), int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix))))
         data += [pool[i] for i in sorted(rng.choice(len(pool), n, replace=False))]

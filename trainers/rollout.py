@@ -93,6 +93,11 @@ def generic_chat(observation: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"role": "system", "content": observation["system"]}, *(dict(m) for m in observation["messages"])]
 
 
+def play_order(episode: Episode) -> tuple[int, int]:
+    """Sort key: the order an engine plays and returns episodes in (group ``g<n>``, then sample)."""
+    return int(episode.group_id.removeprefix("g")), episode.sample_index
+
+
 def move_name(message: str) -> str:
     """The protocol move of a message, or ``"ERROR"`` when it does not parse."""
     parsed = parse_action(message)
