@@ -1,10 +1,12 @@
 """How exactly does a policy carry out its moves? Copy errors in a run's final evaluation.
 
     python benchmarks/copy_errors.py runs/quickstart [runs/other ...] [--split default:heldout] [--out copy_errors.json]
+    python benchmarks/copy_errors.py runs/quickstart/iter-1/grow.jsonl   # a stage's episodes, all of them
 
 Reads the evaluation episodes of each run directory's last ``iter-*/eval`` (compact-prompt
-runs: the meaning lines ``NN% facet: answer`` in the system text) and counts, over the
-``--split`` price points:
+runs: the meaning lines ``NN% facet: answer`` in the system text) over the ``--split``
+price points, or every episode of a ``.jsonl`` file (a grow stage: there the policy's
+first move is forced, so each MULTI list shows the copying at the grow temperature), and counts:
 
 - MULTI messages whose items are exactly the prompt's meaning lines (share removed, same
   order), per number of meanings, and the first wrong item's kind: ``overrun`` (the right
@@ -35,15 +37,23 @@ def last_eval(run: Path) -> Path:
     return evals[-1]
 
 
+def episode_files(run: Path, split: str) -> list[Path]:
+    """``run`` itself if it is a ``.jsonl`` file, else its last evaluation's files of ``split``."""
+    if run.suffix == ".jsonl":
+        return [run]
+    files = sorted(last_eval(run).glob(f"{split.replace(':', '-')}_*.jsonl"))
+    if not files:
+        raise SystemExit(f"{run}: no evaluation episodes of split {split}")
+    return files
+
+
 def copy_errors(run: Path, split: str) -> dict:
-    """The counts described in the module docstring for one run directory."""
+    """The counts described in the module docstring for one run directory (or episode file)."""
     from clarify_env.protocol import Move, parse_action  # noqa: PLC0415 (after argparse: fast --help)
 
     c: collections.Counter = collections.Counter()
     by_n: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
-    files = sorted(last_eval(run).glob(f"{split.replace(':', '-')}_*.jsonl"))
-    if not files:
-        raise SystemExit(f"{run}: no evaluation episodes of split {split}")
+    files = episode_files(run, split)
     for path in files:
         for line in path.read_text().splitlines():
             e = json.loads(line)
@@ -69,7 +79,7 @@ def copy_errors(run: Path, split: str) -> dict:
                 c["after_clarify_accuracy_lost"] += 1 - e["components"]["accuracy"]
     exact = sum(v[1] for v in by_n.values())
     return {
-        "run": str(run), "split": split, "multi": c["multi"],
+        "run": str(run), "split": "all" if run.suffix == ".jsonl" else split, "multi": c["multi"],
         "multi_exact": exact / c["multi"] if c["multi"] else None,
         "multi_exact_by_meanings": {n: v[1] / v[0] for n, v in sorted(by_n.items())},
         "multi_errors": {k.removeprefix("multi_error_"): v for k, v in sorted(c.items()) if k.startswith("multi_error_")},
@@ -82,7 +92,7 @@ def copy_errors(run: Path, split: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories with a finished evaluation")
+    parser.add_argument("runs", nargs="+", help="run directories with a finished evaluation, or .jsonl episode files")
     parser.add_argument("--split", default="default:heldout")
     parser.add_argument("--out", default="copy_errors.json")
     args = parser.parse_args()

@@ -62,7 +62,9 @@ _TAG = re.compile(
     r"^\s*[*_#`>\s]*(CLARIFY|ANSWER|MULTI(?:[-_ ]?ANSWERS?)?)[*_`\s]*[:\-–][*_\s]*(.*)$",
     re.IGNORECASE | re.DOTALL,
 )
-_ENUM = re.compile(r"^\s*(?:\(?[a-zA-Z0-9]{1,2}[).]|[-*•])\s+")
+# List markers a MULTI item may start with: "1." "12)" "(3)" "a." "b)" "(c)" "A)" "(B)" and bullets.
+# Not "Dr." / "St." / "J." (titles, abbreviations and initials open facets and answers).
+_ENUM = re.compile(r"^\s*(?:\(?\d{1,2}[).]|\(?[a-z][).]|\(?[A-Z]\)|[-*•])\s+")
 _FACET_SPLIT = re.compile(r":\s+")
 
 

@@ -28,6 +28,13 @@ def test_multi_accepts_enumerated_lines():
     ]
 
 
+def test_multi_items_keep_titles_abbreviations_and_initials():
+    a = parse_action("MULTI: Dr. Kulruth: Nave Kriloth; St. Louis; J. R. Tolkien; 2) Ada: No. 5; (C) x: y")
+    assert [(i.facet, i.answer) for i in a.items] == [
+        ("Dr. Kulruth", "Nave Kriloth"), ("", "St. Louis"), ("", "J. R. Tolkien"), ("Ada", "No. 5"), ("x", "y"),
+    ]
+
+
 def test_multi_answer_keeps_colons_without_space():
     a = parse_action("MULTI: morning: 10:30; evening: 18:45")
     assert [(i.facet, i.answer) for i in a.items] == [("morning", "10:30"), ("evening", "18:45")]
