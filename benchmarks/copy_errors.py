@@ -1,11 +1,12 @@
 """How exactly does a policy carry out its moves? Copy errors in a run's final evaluation.
 
     python benchmarks/copy_errors.py runs/quickstart [runs/other ...] [--split default:heldout] [--out copy_errors.json]
+    python benchmarks/copy_errors.py runs/quickstart --point q0.25_w0.005   # one price point
     python benchmarks/copy_errors.py runs/quickstart/iter-1/grow.jsonl   # a stage's episodes, all of them
 
 Reads the evaluation episodes of each run directory's last ``iter-*/eval`` (compact-prompt
 runs: the meaning lines ``NN% facet: answer`` in the system text) over the ``--split``
-price points, or every episode of a ``.jsonl`` file (a grow stage: there the policy's
+price points (or one, ``--point``), or every episode of a ``.jsonl`` file (a grow stage: there the policy's
 first move is forced, so each MULTI list shows the copying at the grow temperature), and counts:
 
 - MULTI messages whose items are exactly the prompt's meaning lines (share removed, same
@@ -37,23 +38,24 @@ def last_eval(run: Path) -> Path:
     return evals[-1]
 
 
-def episode_files(run: Path, split: str) -> list[Path]:
-    """``run`` itself if it is a ``.jsonl`` file, else its last evaluation's files of ``split``."""
+def episode_files(run: Path, split: str, point: str = "*") -> list[Path]:
+    """``run`` itself if it is a ``.jsonl`` file, else its last evaluation's files of ``split``
+    (at price point ``point``, e.g. ``q0.25_w0.005``; ``*``: all)."""
     if run.suffix == ".jsonl":
         return [run]
-    files = sorted(last_eval(run).glob(f"{split.replace(':', '-')}_*.jsonl"))
+    files = sorted(last_eval(run).glob(f"{split.replace(':', '-')}_{point}.jsonl"))
     if not files:
-        raise SystemExit(f"{run}: no evaluation episodes of split {split}")
+        raise SystemExit(f"{run}: no evaluation episodes of split {split} at point {point}")
     return files
 
 
-def copy_errors(run: Path, split: str) -> dict:
+def copy_errors(run: Path, split: str, point: str = "*") -> dict:
     """The counts described in the module docstring for one run directory (or episode file)."""
     from clarify_env.protocol import Move, parse_action  # noqa: PLC0415 (after argparse: fast --help)
 
     c: collections.Counter = collections.Counter()
     by_n: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
-    files = episode_files(run, split)
+    files = episode_files(run, split, point)
     for path in files:
         for line in path.read_text().splitlines():
             e = json.loads(line)
@@ -79,7 +81,7 @@ def copy_errors(run: Path, split: str) -> dict:
                 c["after_clarify_accuracy_lost"] += 1 - e["components"]["accuracy"]
     exact = sum(v[1] for v in by_n.values())
     return {
-        "run": str(run), "split": "all" if run.suffix == ".jsonl" else split, "multi": c["multi"],
+        "run": str(run), "split": "all" if run.suffix == ".jsonl" else split, "point": point, "multi": c["multi"],
         "multi_exact": exact / c["multi"] if c["multi"] else None,
         "multi_exact_by_meanings": {n: v[1] / v[0] for n, v in sorted(by_n.items())},
         "multi_errors": {k.removeprefix("multi_error_"): v for k, v in sorted(c.items()) if k.startswith("multi_error_")},
@@ -90,23 +92,28 @@ def copy_errors(run: Path, split: str) -> dict:
     }
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories with a finished evaluation, or .jsonl episode files")
     parser.add_argument("--split", default="default:heldout")
+    parser.add_argument("--point", default="*", help="one price point of the split, e.g. q0.25_w0.005 (default: all)")
     parser.add_argument("--out", default="copy_errors.json")
     args = parser.parse_args()
-    rows = [copy_errors(Path(r), args.split) for r in args.runs]
+    rows = [copy_errors(Path(r), args.split, args.point) for r in args.runs]
     print("| run | MULTI | exact | exact by meanings (2 / 3 / 4) | errors (mid / overrun / early stop / items) "
           "| cut at length | MULTI accuracy lost | answers after CLARIFY right |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         by = r["multi_exact_by_meanings"]
         err = r["multi_errors"]
-        print(f"| {r['run']} | {r['multi']} | {r['multi_exact']:.3f} | "
+        print(f"| {r['run']} | {r['multi']} | {_share(r['multi_exact'])} | "
               f"{' / '.join(f'{by[n]:.3f}' if n in by else '-' for n in (2, 3, 4))} | "
               f"{err.get('mid', 0)} / {err.get('overrun', 0)} / {err.get('early_stop', 0)} / {err.get('items', 0)} | "
-              f"{r['multi_cut_at_length']} | {r['multi_accuracy_lost']:.1f} | {r['after_clarify_accuracy']:.3f} |")
+              f"{r['multi_cut_at_length']} | {r['multi_accuracy_lost']:.1f} | {_share(r['after_clarify_accuracy'])} |")
     out = RESULTS / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
