@@ -124,7 +124,7 @@ class SFTConfig:
     max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
     batch_size: int = 8  # examples per process per micro-step
     grad_accumulation: int = 1  # micro-steps per optimizer step
-    weight_decay: float = 0.0  # AdamW decay of weight matrices (not of norm gains or biases)
+    weight_decay: float = 0.0
     warmup_ratio: float = 0.03  # share of the steps with a linear learning-rate warm-up (then linear decay to 0)
     max_grad_norm: float = 1.0
     max_length: int = 1024  # longer examples are dropped (never truncated: the last turn would be cut)

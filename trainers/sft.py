@@ -461,18 +461,6 @@ def _label_tokens(example: SFTExample) -> int:
 
 # --- model ---------------------------------------------------------------------------------
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The trainable parameters as AdamW groups: weight decay on matrices (projections,
-    embeddings, LoRA factors) only, none on vectors (norm gains, biases), as in GPT-2-style
-    training and the Hugging Face Trainer: decay would pull each norm's gain towards zero."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
-
-
 def use_bf16(setting: bool | str) -> bool:
     """``"auto"``: bf16 where a CUDA GPU supports it; otherwise the boolean itself."""
     if setting == "auto":
@@ -595,7 +583,7 @@ def train_sft(
     set_seed(config.seed)  # the fresh LoRA weights
     model = load_trainable_model(model_path, config, bf16, init_adapter)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     processes = accelerator.num_processes
     plan = StepPlan.make(len(examples), config, processes, [len(e.input_ids) for e in examples])
     # Not accelerator.prepare'd: that would step the schedule once per process.
