@@ -228,22 +228,44 @@ def test_improve_data_accumulates_earlier_kept_episodes_and_mixes_seed_dialogues
     with EpisodeLog(tmp_path / "iter-1" / "kept.jsonl") as log:
         log.write(first)
     ids = lambda es: [e.episode_id for e in es]  # noqa: E731
-    cfg = load_config(CONFIG, ["rest.seed_mix=0"])
+    cfg = load_config(CONFIG, ["rest.seed_mix_fresh=false", "rest.seed_mix=0"])
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(second)  # no mixing: this iteration's only
-    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0"])
+    cfg = load_config(CONFIG, ["rest.seed_mix_fresh=false", "rest.accumulate_kept=true", "rest.seed_mix=0"])
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(first + second)
     assert ids(improve_data(cfg, tmp_path, 1, first, seed)) == ids(first)
-    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2"])  # a fifth of 25: 5 seed dialogues
+    cfg = load_config(CONFIG, ["rest.seed_mix_fresh=false", "rest.accumulate_kept=true", "rest.seed_mix=0.2"])  # a fifth of 25: 5 seed dialogues
     mixed = improve_data(cfg, tmp_path, 2, second, seed)
     assert ids(mixed[:20]) == ids(first + second) and set(ids(mixed[20:])) <= set(ids(seed)) and len(mixed) == 25
     assert ids(improve_data(cfg, tmp_path, 2, second, seed)) == ids(mixed)  # the same draw again (resume)
     # ... whatever the order the seed dialogues come in (played, or read back after a kill)
     assert ids(improve_data(cfg, tmp_path, 2, second, seed[::-1])) == ids(mixed)
     # rest.seed_mix_move_weight: the mixed-in seed dialogues' first move tag gets that weight
-    unset = load_config(CONFIG, ["rest.seed_mix=0.2", "rest.seed_mix_move_weight=null"])
+    unset = load_config(CONFIG, ["rest.seed_mix_fresh=false", "rest.seed_mix=0.2", "rest.seed_mix_move_weight=null"])
     assert seed_move_weights(unset, mixed, seed) is None  # unset: every example the default
-    cfg = load_config(CONFIG, ["rest.accumulate_kept=true", "rest.seed_mix=0.2", "rest.seed_mix_move_weight=0"])
+    cfg = load_config(CONFIG, ["rest.seed_mix_fresh=false", "rest.accumulate_kept=true", "rest.seed_mix=0.2", "rest.seed_mix_move_weight=0"])
     assert seed_move_weights(cfg, mixed, seed) == [None] * 20 + [0.0] * 5
+
+
+def test_fresh_seed_mix_replays_other_seed_dialogues_on_each_pass_over_the_kept_ones(tmp_path: Path) -> None:
+    from agents import OraclePolicy, ScriptedUser
+    from trainers.rest import improve_data, improve_epochs, seed_move_weights
+    from trainers.rollout import RolloutEngine
+
+    episodes = RolloutEngine({"source": "synthetic"}, OraclePolicy(), ScriptedUser(), num_envs=8, seed=0).run(40, None)
+    kept, seed = episodes[:10], episodes[10:]
+    ids = lambda es: [e.episode_id for e in es]  # noqa: E731
+    same = load_config(CONFIG, ["rest.seed_mix=0.25", "sft.epochs=3", "rest.seed_mix_fresh=false"])
+    assert improve_epochs(same) is None and len(improve_data(same, tmp_path, 1, kept, seed)) == 13  # 10 + 3, 3 passes
+    cfg = load_config(CONFIG, ["rest.seed_mix=0.25", "sft.epochs=3", "rest.seed_mix_fresh=true", "rest.seed_mix_move_weight=0"])
+    assert improve_epochs(cfg) == 1  # the list holds the 3 passes
+    data = improve_data(cfg, tmp_path, 1, kept, seed)
+    assert ids(data[:30]) == ids(kept) * 3  # each pass over the kept episodes ...
+    replayed = ids(data[30:])
+    assert len(replayed) == 9 and len(set(replayed)) == 9 and set(replayed) <= set(ids(seed))  # ... with 3 other ones
+    assert ids(improve_data(cfg, tmp_path, 1, kept, seed[::-1])) == ids(data)  # the same draw on resume
+    assert seed_move_weights(cfg, data, seed) == [None] * 30 + [0.0] * 9
+    no_mix = load_config(CONFIG, ["rest.seed_mix=0", "sft.epochs=3", "rest.seed_mix_fresh=true"])
+    assert ids(improve_data(no_mix, tmp_path, 1, kept, seed)) == ids(kept) * 3
 
 
 def test_seed_dialogues_with_multi_lines_lay_multi_out_one_item_a_line_and_score_the_same() -> None:

@@ -480,3 +480,47 @@ def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes,
     assert [r["step"] for r in ddp["loss_curve"]] == [r["step"] for r in one["loss_curve"]] == [1, 2, 3, 4]
     for a, b in zip(ddp["loss_curve"], one["loss_curve"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+
+
+def test_muon_trains_the_hidden_matrices_and_resumes_to_the_same_weights(tiny, examples, tmp_path):
+    config = SFTConfig(lora=False, optimizer="muon", learning_rate=3e-3, weight_decay=0.1, epochs=3, batch_size=4,
+                       warmup_ratio=0.0, logging_steps=1)
+    straight = train_sft(tiny, examples[:8], tmp_path / "straight", config)
+    curve = [r["loss"] for r in straight.metrics["loss_curve"]]
+    assert curve[-1] < curve[0]
+    base, trained = weights(tiny), weights(tmp_path / "straight")
+    changed = {k for k in base if not torch.equal(base[k], trained[k])}
+    assert any("q_proj" in k for k in changed) and any("embed_tokens" in k for k in changed)
+    assert any("norm" in k for k in changed)  # the AdamW half
+
+    def kill(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tiny, examples[:8], tmp_path / "killed", config, on_log=kill)
+    train_sft(tiny, examples[:8], tmp_path / "killed", config, resume=True)
+    resumed = weights(tmp_path / "killed")
+    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
+
+
+def test_batched_muon_takes_torch_muons_steps():
+    from trainers.optim import BatchedMuon
+
+    torch.manual_seed(0)
+    shapes = [(16, 8), (16, 8), (8, 24), (32, 32)]  # two of one shape (one batch), a wide and a square matrix
+    ours = [torch.nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    mine = BatchedMuon(ours, lr=3e-3, weight_decay=0.1)
+    reference = torch.optim.Muon(theirs, lr=3e-3, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    for _ in range(4):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        mine.step()
+        reference.step()
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(ours, theirs))
+    assert all((a - s).abs().max() > 1e-3 for a, s in zip(ours, start))  # they moved
+    with pytest.raises(ValueError, match="2-D"):
+        BatchedMuon([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)

@@ -125,6 +125,9 @@ class SFTConfig:
     batch_size: int = 8  # examples per process per micro-step
     grad_accumulation: int = 1  # micro-steps per optimizer step
     weight_decay: float = 0.0
+    # adamw, or muon: Muon on the hidden weight matrices, AdamW on embeddings, norms and biases
+    # (one learning rate: Muon's step is scaled to AdamW's RMS)
+    optimizer: Literal["adamw", "muon"] = "adamw"
     warmup_ratio: float = 0.03  # share of the steps with a linear learning-rate warm-up (then linear decay to 0)
     max_grad_norm: float = 1.0
     max_length: int = 1024  # longer examples are dropped (never truncated: the last turn would be cut)
@@ -200,6 +203,11 @@ class ReSTConfig:
     # as any turn's). 0: the cost-blind seed moves teach nothing about which move to make, only
     # how to carry one out (replay that keeps the copying sharp while the kept episodes teach the moves)
     seed_mix_move_weight: float | None = None
+    # true: every pass (sft.epochs) over the kept episodes replays other seed dialogues (drawn
+    # without replacement across passes): epochs x more distinct replayed dialogues for the same
+    # steps. The improve step then trains one pass over the kept episodes repeated sft.epochs
+    # times and all the draws.
+    seed_mix_fresh: bool = False
     # true: each improve step trains on the kept episodes of this and every earlier iteration
     # (ReST's growing dataset: more distinct tasks per step), not only this iteration's
     accumulate_kept: bool = False

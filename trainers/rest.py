@@ -313,9 +313,20 @@ def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode]
         # kill (the file holds them in the order they finished)
         pool = sorted(seed_episodes, key=play_order)
         rng = np.random.default_rng([cfg.seed, it])
-        n = min(len(pool), int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix))))
-        data += [pool[i] for i in sorted(rng.choice(len(pool), n, replace=False))]
+        n = int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix)))
+        if cfg.rest.seed_mix_fresh:  # one draw per pass, the passes' draws disjoint (improve_epochs: one pass)
+            data = data * cfg.sft.epochs
+            n *= cfg.sft.epochs
+        data += [pool[i] for i in sorted(rng.choice(len(pool), min(len(pool), n), replace=False))]
+    elif cfg.rest.seed_mix_fresh:
+        data = data * cfg.sft.epochs
     return data
+
+
+def improve_epochs(cfg: RunConfig) -> int | None:
+    """Passes of an improve step over ``improve_data``'s list: one where it already holds
+    ``sft.epochs`` passes (``rest.seed_mix_fresh``), else None (``sft.epochs``)."""
+    return 1 if cfg.rest.seed_mix_fresh else None
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -386,7 +397,7 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
                 data = improve_data(cfg, run_dir, it, kept, seed_episodes)
                 init = start if cfg.rest.improve_from == "base" else policy
                 print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data)} from {init.name}")
-                policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}",
+                policy = improve(cfg, base_model, init, data, folder / "policy", f"iter-{it}", improve_epochs(cfg),
                                  on_log=lambda r: logger.log({f"improve/{k}": v for k, v in r.items()}, it),
                                  move_weights=seed_move_weights(cfg, data, seed_episodes))
                 metrics = {f"grow/{k}": v for k, v in grown_summary.items() if not isinstance(v, dict)}

@@ -46,6 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agents.generation import render_chat
 from trainers.config import SFTConfig
 from trainers.episodes import Episode
+from trainers.optim import make_optimizer
 
 IGNORE = -100
 METRICS_FILE = "sft_metrics.json"
@@ -166,7 +167,14 @@ def build_sft_examples(
     if move_weights is not None and len(move_weights) != len(episodes):
         raise ValueError(f"move_weights: {len(move_weights)} for {len(episodes)} episodes")
     examples, too_long = [], 0
+    made: dict[tuple[int, float | None], list[SFTExample]] = {}  # an episode listed again (repeated passes)
     for n, episode in enumerate(episodes):
+        key = (id(episode), move_weights[n] if move_weights is not None else None)
+        if key in made:
+            examples += made[key]
+            too_long += not made[key]
+            continue
+        made[key] = []
         if not any(m["role"] == "assistant" for m in episode.chat):
             raise ValueError(f"episode {episode.episode_id} has no assistant message in its chat")
         texts = training_texts(episode.chat, tokenizer, template_kwargs)
@@ -174,6 +182,7 @@ def build_sft_examples(
         if any(len(e["input_ids"]) > max_length for e in encoded):
             too_long += 1
             continue
+        start = len(examples)
         for k, ((_, spans), enc) in enumerate(zip(texts, encoded)):
             labels = [
                 token if any(start <= first < end for start, end in spans) else IGNORE
@@ -182,6 +191,7 @@ def build_sft_examples(
             name = episode.episode_id if len(texts) == 1 else f"{episode.episode_id}/turn-{k + 1}"
             move_weight = move_weights[n] if move_weights is not None and k == 0 else None
             examples.append(SFTExample(name, enc["input_ids"], labels, move_weight))
+        made[key] = examples[start:]
     if not examples:
         raise ValueError(f"no SFT examples: all {too_long} episodes are longer than max_length={max_length} tokens")
     if too_long:
@@ -583,7 +593,7 @@ def train_sft(
     set_seed(config.seed)  # the fresh LoRA weights
     model = load_trainable_model(model_path, config, bf16, init_adapter)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config.optimizer, config.learning_rate, config.weight_decay)
     processes = accelerator.num_processes
     plan = StepPlan.make(len(examples), config, processes, [len(e.input_ids) for e in examples])
     # Not accelerator.prepare'd: that would step the schedule once per process.
