@@ -8,8 +8,8 @@
 # has been filtered (iter-1/kept.jsonl written), stops it there, and counts the copy errors of
 # the grow's MULTI lists (its first moves are forced, so each list shows the seed policy's
 # copying at the grow temperature): benchmarks/copy_errors.py on every NAME's iter-1/grow.jsonl,
-# written to benchmarks/results/seed_stage_variants.json. Also prints each variant's wall time
-# to that point and its seed stage's training seconds.
+# written to benchmarks/results/seed_stage_variants.json (or $VARIANTS_OUT). Also prints each
+# variant's wall time to that point and its seed stage's training seconds.
 set -euo pipefail
 out=$1
 mkdir -p "$out"
@@ -32,4 +32,4 @@ while [ $# -ge 2 ]; do
   echo "$name: $(($(date +%s) - start)) s to the end of the first grow (seed stage training $bc s)"
   runs+=("$run/iter-1/grow.jsonl")
 done
-python "$(dirname "$0")/copy_errors.py" "${runs[@]}" --out seed_stage_variants.json
+python "$(dirname "$0")/copy_errors.py" "${runs[@]}" --out "${VARIANTS_OUT:-seed_stage_variants.json}"
