@@ -14,7 +14,13 @@ first move is forced, so each MULTI list shows the copying at the grow temperatu
   item and more), ``early_stop`` (a prefix of it), ``mid`` (wrong inside), ``items`` (a
   missing or extra item), with ``length`` counting messages cut at ``sampling.max_new_tokens``;
 - the accuracy those MULTI messages lost (episodes x (1 - accuracy), summed) and the
-  accuracy of the answers after a clarification.
+  accuracy of the answers after a clarification;
+- the **execution loss** per first move: the expected reward of that move played perfectly (the
+  oracle's message for it, ``clarify_env.oracle.move_values``) minus the episode's expected
+  reward, summed — everything a policy loses besides its choice of move (copy slips, a wrong
+  guess, repeated words). Exact for ANSWER and MULTI; a CLARIFY episode's reward is the realised
+  one, so its sum is unbiased but noisy. ``move_regret``: the oracle's expected reward minus that
+  of the moves chosen, summed.
 
 Prints one row per run and writes benchmarks/results/<--out>.
 """
@@ -49,17 +55,28 @@ def episode_files(run: Path, split: str, point: str = "*") -> list[Path]:
     return files
 
 
-def copy_errors(run: Path, split: str, point: str = "*") -> dict:
+def copy_errors(run: Path, split: str, point: str = "*", source: str = "synthetic") -> dict:
     """The counts described in the module docstring for one run directory (or episode file)."""
-    from clarify_env.protocol import Move, parse_action  # noqa: PLC0415 (after argparse: fast --help)
+    from clarify_env.costs import Costs  # noqa: PLC0415 (after argparse: fast --help)
+    from clarify_env.oracle import best, move_values, task_meanings  # noqa: PLC0415
+    from clarify_env.protocol import Move, parse_action  # noqa: PLC0415
+    from trainers.evaluate import task_lookup  # noqa: PLC0415
 
+    tasks = task_lookup(source)
     c: collections.Counter = collections.Counter()
+    execution: collections.Counter = collections.Counter()
     by_n: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
     files = episode_files(run, split, point)
     for path in files:
         for line in path.read_text().splitlines():
             e = json.loads(line)
             meanings = [m.group(1) for m in map(MEANING_LINE.match, e["chat"][0]["content"].splitlines()) if m]
+            task = tasks(e["task_id"])
+            values = move_values(task_meanings(task), Costs(e["costs"]["question"], e["costs"]["word"]), task.query)
+            first = e["moves"][0] if e["moves"] and e["moves"][0] in {m.value for m in values} else None
+            if first is not None:
+                execution[first] += values[Move(first)].expected_reward - e["expected_reward"]
+                c["move_regret"] += best(values).expected_reward - values[Move(first)].expected_reward
             if e["moves"][:1] == ["MULTI"]:
                 action = parse_action(e["messages"][1]["content"])
                 got = [f"{i.facet}: {i.answer}" if i.facet else i.answer for i in action.items] \
@@ -89,6 +106,8 @@ def copy_errors(run: Path, split: str, point: str = "*") -> dict:
         "multi_accuracy_lost": round(c["multi_accuracy_lost"], 3),
         "after_clarify": c["after_clarify"],
         "after_clarify_accuracy": 1 - c["after_clarify_accuracy_lost"] / c["after_clarify"] if c["after_clarify"] else None,
+        "execution_loss": {m: round(execution[m], 3) for m in ("ANSWER", "MULTI", "CLARIFY")},
+        "move_regret": round(c["move_regret"], 3),
     }
 
 
@@ -101,19 +120,22 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run directories with a finished evaluation, or .jsonl episode files")
     parser.add_argument("--split", default="default:heldout")
     parser.add_argument("--point", default="*", help="one price point of the split, e.g. q0.25_w0.005 (default: all)")
+    parser.add_argument("--source", default="synthetic", help="the task source the episodes were played on")
     parser.add_argument("--out", default="copy_errors.json")
     args = parser.parse_args()
-    rows = [copy_errors(Path(r), args.split, args.point) for r in args.runs]
+    rows = [copy_errors(Path(r), args.split, args.point, args.source) for r in args.runs]
     print("| run | MULTI | exact | exact by meanings (2 / 3 / 4) | errors (mid / overrun / early stop / items) "
-          "| cut at length | MULTI accuracy lost | answers after CLARIFY right |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| cut at length | MULTI accuracy lost | answers after CLARIFY right | execution loss (ANSWER / MULTI / CLARIFY) "
+          "| move regret |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         by = r["multi_exact_by_meanings"]
         err = r["multi_errors"]
         print(f"| {r['run']} | {r['multi']} | {_share(r['multi_exact'])} | "
               f"{' / '.join(f'{by[n]:.3f}' if n in by else '-' for n in (2, 3, 4))} | "
               f"{err.get('mid', 0)} / {err.get('overrun', 0)} / {err.get('early_stop', 0)} / {err.get('items', 0)} | "
-              f"{r['multi_cut_at_length']} | {r['multi_accuracy_lost']:.1f} | {_share(r['after_clarify_accuracy'])} |")
+              f"{r['multi_cut_at_length']} | {r['multi_accuracy_lost']:.1f} | {_share(r['after_clarify_accuracy'])} | "
+              f"{' / '.join(f'{v:.1f}' for v in r['execution_loss'].values())} | {r['move_regret']:.1f} |")
     out = RESULTS / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
