@@ -20,7 +20,8 @@ first move is forced, so each MULTI list shows the copying at the grow temperatu
   reward, summed — everything a policy loses besides its choice of move (copy slips, a wrong
   guess, repeated words). Exact for ANSWER and MULTI; a CLARIFY episode's reward is the realised
   one, so its sum is unbiased but noisy. ``move_regret``: the oracle's expected reward minus that
-  of the moves chosen, summed.
+  of the moves chosen, summed. Both under the default rules (one question, F1 accuracy), the
+  quickstart's.
 
 Prints one row per run and writes benchmarks/results/<--out>.
 """

@@ -72,8 +72,9 @@ class MuonAdamW(torch.optim.Optimizer):
     """
 
     def __init__(self, named_params: list[tuple[str, torch.Tensor]], lr: float, weight_decay: float) -> None:
-        matrices = [p for n, p in named_params if p.ndim == 2 and not _is_embedding(n)]
-        others = [p for n, p in named_params if not (p.ndim == 2 and not _is_embedding(n))]
+        hidden = [p.ndim == 2 and not _is_embedding(n) for n, p in named_params]
+        matrices = [p for (_, p), h in zip(named_params, hidden) if h]
+        others = [p for (_, p), h in zip(named_params, hidden) if not h]
         if not matrices:
             raise ValueError("sft.optimizer=muon: the model has no hidden weight matrices to train")
         self.muon = BatchedMuon(matrices, lr=lr, weight_decay=weight_decay)

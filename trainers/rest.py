@@ -303,24 +303,23 @@ def improve_data(cfg: RunConfig, run_dir: Path, it: int, kept: Sequence[Episode]
                  seed_episodes: Sequence[Episode]) -> list[Episode]:
     """What iteration ``it`` fine-tunes on: its kept episodes, after those of the earlier
     iterations (read back from their ``kept.jsonl``) with ``rest.accumulate_kept``, plus a
-    ``rest.seed_mix`` share of seed dialogues (the same draw on resume)."""
+    ``rest.seed_mix`` share of seed dialogues (the same draw on resume). With
+    ``rest.seed_mix_fresh`` the list holds all ``sft.epochs`` passes: the kept episodes that many
+    times, each pass with its own seed dialogues (the draws disjoint; ``improve_epochs``: one pass)."""
     data = list(kept)
     if cfg.rest.accumulate_kept:
         data = [e for k in range(1, it) for e in read_episodes(run_dir / f"iter-{k}" / "kept.jsonl")] + data
+    passes = cfg.sft.epochs if cfg.rest.seed_mix_fresh else 1
+    mixed: list[Episode] = []
     if cfg.rest.seed_mix > 0 and seed_episodes:
         # drawn from the seed dialogues in the order they were played (group, then sample): the
         # list's order differs between a run that played them and one that read them back after a
         # kill (the file holds them in the order they finished)
         pool = sorted(seed_episodes, key=play_order)
         rng = np.random.default_rng([cfg.seed, it])
-        n = int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix)))
-        if cfg.rest.seed_mix_fresh:  # one draw per pass, the passes' draws disjoint (improve_epochs: one pass)
-            data = data * cfg.sft.epochs
-            n *= cfg.sft.epochs
-        data += [pool[i] for i in sorted(rng.choice(len(pool), min(len(pool), n), replace=False))]
-    elif cfg.rest.seed_mix_fresh:
-        data = data * cfg.sft.epochs
-    return data
+        n = passes * int(round(cfg.rest.seed_mix * len(data) / (1 - cfg.rest.seed_mix)))
+        mixed = [pool[i] for i in sorted(rng.choice(len(pool), min(len(pool), n), replace=False))]
+    return data * passes + mixed
 
 
 def improve_epochs(cfg: RunConfig) -> int | None:
