@@ -1,8 +1,9 @@
-"""Fixed scripted assistant policies that read the open-book context.
+"""Scripted assistant policies that read the open-book context: the fixed baselines and the oracle.
 
-They see exactly what an LLM assistant sees (the observation); they ignore the prices,
-which is what makes them baselines. After a clarifying question they answer the
-meaning the user's reply points at (the most likely one if it points at none).
+They see exactly what an LLM assistant sees (the observation). The baselines ignore the
+prices, which is what makes them baselines; the oracle plays the Bayes-optimal move at them.
+After a clarifying question they all answer the meaning the user's reply points at (the
+most likely one if it points at none).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from agents.base import Assistant
 from clarify_env.costs import Costs
 from clarify_env.matching import best_match
-from clarify_env.oracle import Meaning, clarifying_question, context_meanings, guess_index
+from clarify_env.oracle import best, clarifying_question, context_meanings, guess_index, move_values
 from clarify_env.protocol import MOVES, Move, answer, clarify, multi
-
-from agents.base import Agent
+from clarify_env.scoring import Meaning, Rules
 
 NO_CONTEXT_ANSWER = answer("unknown")
 
 
-class ContextPolicy(Agent):
+class ContextPolicy(Assistant):
     """Base for scripted assistants: parses meanings, prices and the user's reply."""
 
     @staticmethod
@@ -108,11 +109,27 @@ class RandomMixture(ContextPolicy):
         return _message(self.moves[int(self.rng.choice(len(self.moves), p=self.probs))], meanings)
 
 
+class OraclePolicy(ContextPolicy):
+    """Computes every move's expected reward at the observed prices, under ``rules``, and plays the best."""
+
+    name = "oracle"
+
+    def __init__(self, rules: Rules = Rules()) -> None:
+        self.rules = rules
+
+    def first_move(self, observation, meanings):
+        return best(move_values(meanings, self.costs(observation), observation["query"], self.rules)).message
+
+
 BASELINES = {cls.name: cls for cls in (AlwaysAnswer, AlwaysMulti, AlwaysClarify, RandomMixture)}
+SCRIPTED_POLICIES = ("oracle", *BASELINES)
 
 
-def make_baseline(name: str, **kwargs: Any) -> ContextPolicy:
-    """A baseline policy by name (always_answer, always_multi, always_clarify, random_mixture)."""
+def make_baseline(name: str, rules: Rules = Rules(), **kwargs: Any) -> ContextPolicy:
+    """A scripted policy by name: ``oracle`` (playing under ``rules``) or a fixed baseline
+    (always_answer, always_multi, always_clarify, random_mixture)."""
+    if name == "oracle":
+        return OraclePolicy(rules)
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+        raise ValueError(f"unknown scripted policy {name!r}; known: {', '.join(SCRIPTED_POLICIES)}")
     return BASELINES[name](**kwargs)

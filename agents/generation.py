@@ -93,8 +93,42 @@ class Completion:
     finish_reason: str
 
 
+@dataclass
+class Usage:
+    """What a backend has generated: requests sent to a server and answered from its cache,
+    prompt and completion tokens, and money (a served model with prices)."""
+
+    requests: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def add(self, **counts: float) -> None:
+        for name, value in counts.items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def count(self, outputs: Sequence[Sequence[Completion]]) -> None:
+        """Count the tokens of a ``generate`` call's outputs (each prompt once)."""
+        for out in outputs:
+            self.add(
+                prompt_tokens=len(out[0].prompt_token_ids) if out else 0,
+                completion_tokens=sum(len(c.token_ids) for c in out),
+            )
+
+    def since(self, before: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) - getattr(before, k) for k in self.__dataclass_fields__})
+
+
 class GenerationBackend(ABC):
     """Generates completions for chat conversations, optionally under a LoRA adapter."""
+
+    @property
+    def usage(self) -> Usage:
+        """What this backend has generated so far (``Usage``)."""
+        if "_usage" not in self.__dict__:
+            self._usage = Usage()
+        return self._usage
 
     tokenizer: Any  # a Hugging Face tokenizer with a chat template
     adapters: Mapping[str, Any]  # the registered adapters by name
@@ -124,8 +158,15 @@ class GenerationBackend(ABC):
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Register the peft LoRA adapter saved in directory ``path`` under ``name``."""
 
+    def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing to free)
+        """Free what the backend holds beyond its Python objects (an engine's processes); the
+        default has nothing to free."""
+
     def check_request(
-        self, conversations: Sequence[Conversation], adapter: str | None, seeds: Sequence[int] | None,
+        self,
+        conversations: Sequence[Conversation],
+        adapter: str | None,
+        seeds: Sequence[int] | None,
         prefixes: Sequence[str] | None = None,
     ) -> None:
         """Refuse an adapter that was never registered, or a seed or prefix count that is not one
@@ -133,10 +174,13 @@ class GenerationBackend(ABC):
         if adapter is not None and adapter not in self.adapters:
             raise KeyError(f"unknown adapter {adapter!r}; registered: {sorted(self.adapters)}")
         if seeds is not None and len(seeds) != len(conversations):
-            raise ValueError(f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations")
+            raise ValueError(
+                f"need one seed per conversation: {len(seeds)} seeds for {len(conversations)} conversations"
+            )
         if prefixes is not None and len(prefixes) != len(conversations):
             raise ValueError(
-                f"need one prefix per conversation: {len(prefixes)} prefixes for {len(conversations)} conversations")
+                f"need one prefix per conversation: {len(prefixes)} prefixes for {len(conversations)} conversations"
+            )
 
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """The prompt token ids of each conversation, ready for the assistant's turn."""
@@ -171,7 +215,7 @@ class GenerationBackend(ABC):
             if ids[: len(prompt)] != prompt:
                 raise ValueError(f"prefix {prefix!r} merges with the end of the prompt when tokenized")
             rows.append(ids)
-            heads.append(ids[len(prompt):])
+            heads.append(ids[len(prompt) :])
         return rows, heads
 
     def prefixed(self, completion: Completion, head: Sequence[int], stop: Sequence[str]) -> Completion:
@@ -182,7 +226,7 @@ class GenerationBackend(ABC):
         ids = (*head, *completion.token_ids)
         text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         opening = self.tokenizer.decode(list(head), skip_special_tokens=True)
-        body, _ = cut_at_stop(text[len(opening):], stop)
+        body, _ = cut_at_stop(text[len(opening) :], stop)
         prompt = completion.prompt_token_ids[: len(completion.prompt_token_ids) - len(head)]
         return Completion(text[: len(opening)] + body, ids, prompt, completion.finish_reason)
 

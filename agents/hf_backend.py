@@ -11,9 +11,14 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.generation import (
-    Completion, Conversation, GenerationBackend, SamplingParams, cut_at_stop, sample_seed,
+    Completion,
+    Conversation,
+    GenerationBackend,
+    SamplingParams,
+    cut_at_stop,
+    sample_seed,
 )
-
+from agents.precision import native_bf16
 
 _GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (torch has no uint64 arithmetic)
 _MIX1 = 0xBF58476D1CE4E5B9 - 2**64
@@ -71,7 +76,8 @@ class TransformersBackend(GenerationBackend):
 
     ``model`` is a local checkpoint directory or a hub id; ``device`` is ``"cpu"``,
     ``"cuda"`` or ``"auto"`` (cuda when available); ``dtype`` is ``"auto"`` (the
-    checkpoint's) or a torch dtype name. Prompts are generated ``batch_size`` rows at a
+    checkpoint's), a torch dtype name, or ``"bf16_if_fast"`` (bfloat16 where the device computes
+    it natively, ``agents.precision.native_bf16``, else float32). Prompts are generated ``batch_size`` rows at a
     time (a conversation sampled ``n`` times takes ``n`` rows). ``adapters`` maps names
     to peft LoRA adapter directories; more can be added with ``add_adapter``.
     ``chat_template_kwargs`` go to the chat template (``render_chat``). ``kv_cache`` is
@@ -108,9 +114,11 @@ class TransformersBackend(GenerationBackend):
         self.kv_cache, self.wave_tokens = kv_cache, wave_tokens
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
         self.device = torch.device(device)
+        if dtype == "bf16_if_fast":
+            dtype = torch.bfloat16 if native_bf16(self.device) else torch.float32
+        elif isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(model))
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
@@ -159,10 +167,12 @@ class TransformersBackend(GenerationBackend):
         for start in range(0, len(rows), self.batch_size):
             chunk_seeds = None if row_seeds is None else row_seeds[start : start + self.batch_size]
             done += self._generate_rows(rows[start : start + self.batch_size], sampling, adapter, chunk_seeds)
-        return [
+        outputs = [
             [self.prefixed(c, head, sampling.stop) for c in done[i * sampling.n : (i + 1) * sampling.n]]
             for i, head in enumerate(heads)
         ]
+        self.usage.count(outputs)
+        return outputs
 
     def _generate_rows(
         self, rows: list[list[int]], sampling: SamplingParams, adapter: str | None, seeds: list[int] | None
@@ -173,8 +183,12 @@ class TransformersBackend(GenerationBackend):
         while active and produced < budget:
             size = min(wave, budget - produced)
             outs = self._generate_once(
-                [rows[i] + new[i] for i in active], sampling, adapter,
-                None if seeds is None else [seeds[i] for i in active], size, produced,
+                [rows[i] + new[i] for i in active],
+                sampling,
+                adapter,
+                None if seeds is None else [seeds[i] for i in active],
+                size,
+                produced,
             )
             for i, out in zip(active, outs):
                 new[i] += out
@@ -188,8 +202,13 @@ class TransformersBackend(GenerationBackend):
 
     @torch.inference_mode()
     def _generate_once(
-        self, rows: list[list[int]], sampling: SamplingParams, adapter: str | None, seeds: list[int] | None,
-        max_new_tokens: int, start_step: int,
+        self,
+        rows: list[list[int]],
+        sampling: SamplingParams,
+        adapter: str | None,
+        seeds: list[int] | None,
+        max_new_tokens: int,
+        start_step: int,
     ) -> list[list[int]]:
         """One ``generate`` call: each row's new tokens (padding after its end included)."""
         width = max(map(len, rows))
@@ -212,7 +231,10 @@ class TransformersBackend(GenerationBackend):
             processors.append(PerRowSampler(seeds, sampling.temperature, sampling.top_p, start_step))
         with self._using(adapter):
             out = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=self.tokenizer,
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=config,
+                tokenizer=self.tokenizer,
                 logits_processor=processors,
             )
         return out[:, width:].tolist()

@@ -32,18 +32,6 @@ Two prompt styles:
   find the line a reply names (BENCHMARKS.md, "Why ReST stalls"). Every move is still the
   model's choice; only the lookup after a clarification is done for it.
 
-  With ``multi_lines``, a MULTI message the assistant is taught (the seed policy's, the
-  worked examples') puts each item on its own line, as the meaning lines are written::
-
-      MULTI:
-      1987 series: Varo Melkin
-      2012 series: Dessa Quorn
-
-  so that every item, its end included, is a copy of a prompt line without its share:
-  after an answer's last token both the prompt and the message go on with a newline
-  (inline, the message goes on with "; " where the prompt has a newline; measured in
-  BENCHMARKS.md, run 11). The protocol and the reward read both layouts alike.
-
 ``few_shot=k`` shows k worked examples (oracle dialogues on synthetic tasks, the same k
 for every call: ``few_shot_demos``), in one of two formats:
 
@@ -64,13 +52,14 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from agents.base import Agent
+from agents.base import Assistant
 from agents.generation import Completion, GenerationBackend, SamplingParams
 from clarify_env.context import ContextEntry, parse_context
-from clarify_env.matching import best_match
 from clarify_env.costs import QUESTION_DECIMALS, WORD_DECIMALS, Costs, format_price, make_cost_sampler
+from clarify_env.matching import best_match
 from clarify_env.prompt import system_prompt
-from clarify_env.protocol import MOVES, Move, parse_action
+from clarify_env.protocol import MOVES, parse_action
+from clarify_env.scoring import Rules
 
 PromptStyle = Literal["full", "compact"]
 PROMPT_STYLES = ("full", "compact")
@@ -79,30 +68,16 @@ FEW_SHOT_FORMATS = ("system", "turns")
 EXAMPLE_SEED = 20_240_601  # the few-shot examples' tasks and prices come from this seed alone
 
 
-def price_lines(costs: Costs) -> list[str]:
-    """The compact prompt's two price lines, with the env's fixed decimals."""
-    return [
+def compact_system(costs: Costs, context: str | None, unit: str = "word") -> str:
+    """The ``"compact"`` system text: the two price lines (with the env's fixed decimals), then
+    the meaning lines of the context, likeliest first (ties keep the context's order)."""
+    lines = [
         f"question price {format_price(costs.question, QUESTION_DECIMALS)}",
-        f"word price {format_price(costs.word, WORD_DECIMALS)}",
+        f"{unit} price {format_price(costs.word, WORD_DECIMALS)}",
     ]
-
-
-def compact_system(costs: Costs | None, context: str | None) -> str:
-    """The ``"compact"`` system text: prices (unless ``costs`` is None), then the meaning
-    lines of the context, likeliest first (ties keep the context's order)."""
-    lines = price_lines(costs) if costs is not None else []
     entries = sorted(parse_context(context), key=lambda e: -e.share)
     lines += [f"{e.share * 100:g}% {e.facet}: {e.answer}" for e in entries]
     return "\n".join(lines) + "\n"
-
-
-def multi_as_lines(message: str) -> str:
-    """``message`` with a MULTI body laid out one ``facet: answer`` item a line (after a
-    line holding only the tag); any other message, or one that does not parse, unchanged."""
-    action = parse_action(message)
-    if getattr(action, "move", None) is not Move.MULTI:
-        return message
-    return "MULTI:" + "".join(f"\n{i.facet}: {i.answer}" if i.facet else f"\n{i.answer}" for i in action.items)
 
 
 def with_reply_lookup(turns: list[dict[str, Any]], context: str | None) -> list[dict[str, Any]]:
@@ -132,17 +107,17 @@ class Demo:
 
 
 @functools.lru_cache(maxsize=16)
-def few_shot_demos(k: int, max_questions: int = 1) -> tuple[Demo, ...]:
+def few_shot_demos(k: int, rules: Rules = Rules()) -> tuple[Demo, ...]:
     """k oracle dialogues on ambiguous synthetic tasks, the same k for every call.
 
     Tasks and prices are drawn from ``EXAMPLE_SEED``; the first moves cycle through
     ANSWER, MULTI, CLARIFY so that every move is shown.
     """
-    from agents.oracle_policy import OraclePolicy
+    from agents.baselines import OraclePolicy
     from clarify_env.env import ClarifyEnv
 
-    env = ClarifyEnv(source="synthetic", costs="default:train", max_questions=max_questions)
-    oracle = OraclePolicy(max_questions)
+    env = ClarifyEnv(source="synthetic", costs="default:train", rules=rules)
+    oracle = OraclePolicy(rules)
     rng = np.random.default_rng(EXAMPLE_SEED)
     sampler = make_cost_sampler("default:train")
     demos = []
@@ -174,7 +149,7 @@ def _with_header(header: str, messages: Sequence[Mapping[str, str]], example: bo
     return turns
 
 
-class LLMAssistant(Agent):
+class LLMAssistant(Assistant):
     """An assistant agent that generates its messages with a language model.
 
     Args:
@@ -184,33 +159,31 @@ class LLMAssistant(Agent):
         prompt_style: ``"full"`` or ``"compact"`` (see the module docstring).
         few_shot: worked examples shown before the dialogue (``few_shot_demos``).
         few_shot_format: ``"system"`` or ``"turns"`` (see the module docstring).
-        max_questions: the env's limit (the full-style worked examples state it).
-        prices_last: compact style only: the price lines follow the user's question (the
-            last text before the first reply) instead of heading the system text.
+        rules: the env's rules (the full-style prompt and worked examples state the question limit).
         reply_lookup: compact style only: each reply to a clarifying question is followed by
             the meaning line it names (``with_reply_lookup``).
-        multi_lines: compact style only: the MULTI messages it is taught put one item a line
-            (``taught_message``; see the module docstring).
         name: the policy's name in episode records (default: the adapter's, else "llm_assistant").
     """
 
+    forces_prefixes = True
+
     def __init__(
         self,
-        backend: GenerationBackend,
+        backend: GenerationBackend | None,
         sampling: SamplingParams | None = None,
         adapter: str | None = None,
         prompt_style: PromptStyle = "full",
         few_shot: int = 0,
         few_shot_format: FewShotFormat = "system",
-        max_questions: int = 1,
+        rules: Rules = Rules(),
         name: str | None = None,
-        prices_last: bool = False,
         reply_lookup: bool = False,
-        multi_lines: bool = False,
     ) -> None:
         sampling = sampling or SamplingParams()
         if sampling.n != 1:
-            raise ValueError(f"LLMAssistant samples one message per observation: sampling.n must be 1, got {sampling.n}")
+            raise ValueError(
+                f"LLMAssistant samples one message per observation: sampling.n must be 1, got {sampling.n}"
+            )
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
         if few_shot_format not in FEW_SHOT_FORMATS:
@@ -223,69 +196,56 @@ class LLMAssistant(Agent):
         self.prompt_style = prompt_style
         self.few_shot = few_shot
         self.few_shot_format = few_shot_format
-        self.max_questions = max_questions
-        self.prices_last = prices_last and prompt_style == "compact"
+        self.rules = rules
         self.reply_lookup = reply_lookup and prompt_style == "compact"
-        self.multi_lines = multi_lines and prompt_style == "compact"
         self.name = name or adapter or "llm_assistant"
 
     def header(self, costs: Costs, context: str | None, system: str | None = None) -> str:
         """What the assistant is told about one task: the env's system prompt (``system``, or
         rebuilt from the prices and context) in the full style, the compact text otherwise."""
         if self.prompt_style == "compact":
-            return compact_system(None if self.prices_last else costs, context)
-        return system if system is not None else system_prompt(costs, context, self.max_questions)
+            return compact_system(costs, context, self.rules.unit)
+        return (
+            system if system is not None else system_prompt(costs, context, self.rules.max_questions, self.rules.unit)
+        )
 
     def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
         """The chat the model continues: the prompt, then the dialogue so far."""
         costs = Costs.from_array(observation["costs"])
         header = self.header(costs, observation["context"] or None, observation["system"])
-        demos = few_shot_demos(self.few_shot, self.max_questions) if self.few_shot else ()
+        demos = few_shot_demos(self.few_shot, self.rules) if self.few_shot else ()
+        dialogue = self._looked_up(observation["messages"], observation["context"] or None)
         if self.few_shot_format == "turns":
             turns = []
             for d in demos:
-                example = _with_header(self.header(d.costs, d.context), self._demo_turns(d), example=True)
-                turns += self._with_prices(example, d.costs)
-            dialogue = self._looked_up(observation["messages"], observation["context"] or None)
-            return turns + self._with_prices(_with_header(header, dialogue), costs)
+                turns += _with_header(self.header(d.costs, d.context), self._looked_up(d.messages, d.context), True)
+            return turns + _with_header(header, dialogue)
         if demos:
             header = f"{header.rstrip()}\n\n{self._demo_text(demos)}\n"
-        messages = self._looked_up(observation["messages"], observation["context"] or None)
-        return [{"role": "system", "content": header}, *self._with_prices(messages, costs)]
-
-    def taught_message(self, message: str) -> str:
-        """A scripted assistant message (seed dialogues, worked examples) as this assistant
-        is taught to write it: with ``multi_lines``, a MULTI body one item a line."""
-        return multi_as_lines(message) if self.multi_lines else message
-
-    def _demo_turns(self, demo: Demo) -> list[dict[str, Any]]:
-        turns = self._looked_up(demo.messages, demo.context)
-        for t in turns:
-            if t["role"] == "assistant":
-                t["content"] = self.taught_message(t["content"])
-        return turns
+        return [{"role": "system", "content": header}, *dialogue]
 
     def _looked_up(self, messages: Sequence[Mapping[str, Any]], context: str | None) -> list[dict[str, Any]]:
         turns = [{"role": m["role"], "content": m["content"]} for m in messages]
         return with_reply_lookup(turns, context) if self.reply_lookup else turns
 
-    def _with_prices(self, turns: list[dict[str, Any]], costs: Costs) -> list[dict[str, Any]]:
-        """With ``prices_last``: the price lines appended to the dialogue's first (user) turn."""
-        if self.prices_last and turns:
-            turns[0]["content"] = "\n".join([turns[0]["content"], *price_lines(costs)])
-        return turns
-
     def _demo_text(self, demos: Sequence[Demo]) -> str:
         blocks = []
         for i, d in enumerate(demos, 1):
-            header = compact_system(d.costs, d.context) if self.prompt_style == "compact" else (
-                f"{d.costs.describe()}\n{d.context}\n")
-            turns = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self._demo_turns(d))
+            header = (
+                compact_system(d.costs, d.context)
+                if self.prompt_style == "compact"
+                else (f"{d.costs.describe()}\n{d.context}\n")
+            )
+            turns = "\n".join(
+                f"{m['role'].capitalize()}: {m['content']}" for m in self._looked_up(d.messages, d.context)
+            )
             blocks.append(f"Example {i}\n{header}{turns}")
         return "\n\n".join(blocks)
 
     def generate_batch(
-        self, observations: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None,
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        seeds: Sequence[int] | None = None,
         prefixes: Sequence[str] | None = None,
     ) -> list[Completion]:
         """One completion per observation, from one backend call; texts are whitespace-stripped.
@@ -301,3 +261,37 @@ class LLMAssistant(Agent):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
         return [c.text for c in self.generate_batch(observations)]
+
+
+class ForcedOpening(Assistant):
+    """An assistant whose first message opens with a fixed move tag (``"ANSWER"``, ``"MULTI"`` or
+    ``"CLARIFY"``), which it then continues: the same model forced to each move, a fair baseline
+    that separates choosing the move by its prices from carrying it out."""
+
+    forces_prefixes = True
+
+    def __init__(self, assistant: Assistant, move: str) -> None:
+        if move not in {m.value for m in MOVES}:
+            raise ValueError(f"move must be ANSWER, MULTI or CLARIFY, got {move!r}")
+        if not assistant.forces_prefixes:
+            raise ValueError(f"assistant {assistant.name!r} cannot force the opening of its messages")
+        self.assistant, self.move = assistant, move
+        self.name = f"{assistant.name}+{move.lower()}"
+
+    def generate_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        seeds: Sequence[int] | None = None,
+        prefixes: Sequence[str] | None = None,
+    ) -> list[Completion]:
+        first = [not any(m["role"] == "assistant" for m in o["messages"]) for o in observations]
+        forced = [
+            f"{self.move}:" if f else (p if prefixes else "") for f, p in zip(first, prefixes or [""] * len(first))
+        ]
+        return self.assistant.generate_batch(observations, seeds=seeds, prefixes=forced)
+
+    def act_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[str]:
+        return [c.text for c in self.generate_batch(observations)]
+
+    def conversation(self, observation: Mapping[str, Any]) -> list[dict[str, str]]:
+        return self.assistant.conversation(observation)

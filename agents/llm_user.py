@@ -8,32 +8,17 @@ clarifying questions pass a leak guard: one that contains a gold answer is repla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
-from agents.base import Agent
+from agents.base import UserReply, UserSimulator
 from agents.generation import Completion, GenerationBackend, SamplingParams
-from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
+from agents.leak_guard import contains_answer
+from agents.scripted_user import ScriptedUser, facet_reply
 from clarify_env.dialogue import UserRequest
 from clarify_env.protocol import Move
-from clarify_env.reward import contains_answer
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=32, stop=("\n",))  # a user's turn is one line
-
-
-@dataclass(frozen=True)
-class UserReply:
-    """The user's turn and where it came from.
-
-    ``source`` is ``"model"`` (the model's text), ``"guard"`` (the model's reply leaked the
-    answer and was replaced), ``"fallback"`` (the model said nothing usable) or ``"direct"``
-    (no model needed: the answer of an ANSWER move is taken as is). ``completion`` is the
-    model's output when it was asked.
-    """
-
-    text: str
-    source: str
-    completion: Completion | None = None
 
 
 def _who_you_are(request: UserRequest, asked: str) -> str:
@@ -59,15 +44,15 @@ def extract_conversation(request: UserRequest) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": request.action.text}]
 
 
-class LLMUser(Agent):
+class LLMUser(UserSimulator):
     """A user simulator that generates its turns with a language model.
 
     One backend call per ``act_batch`` (or ``reply_batch``) covers every request that
     needs the model: replies to clarifying questions and extractions from MULTI
     responses; the answer of an ANSWER move is taken as is. A reply that contains a
-    gold answer of the user's interpretation is replaced by ``"I mean <facet>."`` (or,
-    if that leaks too, the scripted user's unhelpful reply) and counted in
-    ``leaks_blocked``. An empty extraction falls back to the scripted extraction.
+    gold answer of the user's interpretation (``agents.leak_guard``: disguises included) is
+    replaced by the scripted user's reply, ``"I mean <facet>."`` (or, if that would leak too,
+    its unhelpful reply), and counted in ``leaks_blocked``. An empty extraction falls back to the scripted extraction.
     """
 
     name = "llm_user"
@@ -84,8 +69,8 @@ class LLMUser(Agent):
         self.leaks_blocked = 0
 
     def reply_batch(self, requests: Sequence[UserRequest], seeds: Sequence[int] | None = None) -> list[UserReply]:
-        """The user's turn for each request, in order (``seeds``: one per request, see
-        ``GenerationBackend.generate``)."""
+        """The user's turn for each request, in order, from one backend call (``seeds``: one
+        per request, see ``GenerationBackend.generate``)."""
         asks = [i for i, r in enumerate(requests) if r.kind == "clarify" or r.action.move is Move.MULTI]
         conversations = [
             clarify_conversation(requests[i]) if requests[i].kind == "clarify" else extract_conversation(requests[i])
@@ -103,7 +88,7 @@ class LLMUser(Agent):
             elif completions[i].text:
                 replies.append(UserReply(completions[i].text, "model", completions[i]))
             else:
-                scripted = ScriptedUser.extract_for(request.task, request.interpretation_index, request.action)
+                scripted = ScriptedUser.extract(request)
                 replies.append(UserReply(scripted, "fallback", completions[i]))
         return replies
 
@@ -116,6 +101,4 @@ class LLMUser(Agent):
             return UserReply(completion.text, "model", completion)
         if completion.text:
             self.leaks_blocked += 1
-        facet = request.interpretation.facet.strip()
-        safe = f"I mean {facet}." if not contains_answer(facet, golds) else UNHELPFUL_REPLY
-        return UserReply(safe, "guard" if completion.text else "fallback", completion)
+        return UserReply(facet_reply(request), "guard" if completion.text else "fallback", completion)

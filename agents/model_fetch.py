@@ -89,7 +89,8 @@ def resolve_model(name_or_path: str | Path) -> str:
         return str(fetch_model(name))
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().exists():  # else transformers says "Repo id must be ..."
-        raise FileNotFoundError(f"model {name!r}: no such directory (a local checkpoint path, a hub id "
-                                f"'namespace/name', or one of {sorted(KNOWN_MODELS)})")
+        raise FileNotFoundError(
+            f"model {name!r}: no such directory (a local checkpoint path, a hub id "
+            f"'namespace/name', or one of {sorted(KNOWN_MODELS)})"
+        )
     return str(Path(name).expanduser()) if name.startswith("~") else name
-

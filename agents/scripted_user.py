@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from agents.base import UserSimulator
+from agents.leak_guard import contains_answer
 from clarify_env.dialogue import UserRequest
-from clarify_env.matching import content_terms, distinguishing_terms, pick_item
-from clarify_env.protocol import Action, Move
-from clarify_env.reward import contains_answer
-from clarify_env.tasks import Task
-
-from agents.base import Agent
+from clarify_env.matching import content_terms, distinguishing_terms
+from clarify_env.scoring import taken_away
 
 UNHELPFUL_REPLY = "I'm not sure what you are asking. I just want an answer to my question."
 
 
-class ScriptedUser(Agent):
+def facet_reply(request: UserRequest) -> str:
+    """The user naming its own meaning by its facet (``"I mean <facet>."``), or the unhelpful reply
+    where even that would state a gold answer."""
+    facet = request.interpretation.facet.strip()
+    text = facet if facet[-1] in ".!?" else f"I mean {facet}."
+    return UNHELPFUL_REPLY if contains_answer(text, request.interpretation.answers) else text
+
+
+class ScriptedUser(UserSimulator):
     """Answers an on-topic clarifying question with its interpretation's facet, any other
-    question with an unhelpful but honest reply; from a final response takes the answer
-    (for MULTI, the item whose label points at its own facet).
+    question with an unhelpful but honest reply; reads a final response by the scoring rule
+    (``clarify_env.scoring.taken_away``: for MULTI, the item whose label points at its own facet).
 
     A question is on topic when it mentions a word that tells the interpretations apart
     (in their facets or disambiguated questions) or a word of the task's dimension.
@@ -24,6 +30,7 @@ class ScriptedUser(Agent):
     """
 
     name = "scripted_user"
+    reads_by_rule = True
 
     def __init__(self) -> None:
         self.leaks_blocked = 0
@@ -46,23 +53,12 @@ class ScriptedUser(Agent):
     def reply(self, request: UserRequest) -> str:
         if not self.on_topic(request):
             return UNHELPFUL_REPLY
-        facet = request.interpretation.facet.strip()
-        text = facet if facet[-1] in ".!?" else f"I mean {facet}."
-        if contains_answer(text, request.interpretation.answers):
-            self.leaks_blocked += 1
-            return UNHELPFUL_REPLY
+        text = facet_reply(request)
+        self.leaks_blocked += text == UNHELPFUL_REPLY
         return text
 
-    def extract(self, request: UserRequest) -> str:
-        return self.extract_for(request.task, request.interpretation_index, request.action)
-
     @staticmethod
-    def extract_for(task: Task, index: int, action: Action) -> str:
-        """The answer a user meaning ``task.interpretations[index]`` takes from a final response.
-
-        Deterministic, so the env can score a final response against every meaning."""
-        if action.move is not Move.MULTI:
-            return action.text
-        facets = [i.facet for i in task.interpretations]
-        labels = [item.facet for item in action.items]
-        return action.items[pick_item(labels, facets, index, task.query)].answer
+    def extract(request: UserRequest) -> str:
+        """The answer this user takes from the final response (``scoring.taken_away``)."""
+        facets = [i.facet for i in request.task.interpretations]
+        return taken_away(request.action, facets, request.interpretation_index, request.task.query)

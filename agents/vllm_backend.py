@@ -87,8 +87,12 @@ class VLLMBackend(GenerationBackend):
 
         def params_for(seed: int | None) -> Any:
             return VLLMSamplingParams(
-                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None, seed=seed,
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                stop=list(sampling.stop) or None,
+                seed=seed,
             )
 
         params = params_for(sampling.seed) if seeds is None else [params_for(int(s)) for s in seeds]
@@ -99,13 +103,16 @@ class VLLMBackend(GenerationBackend):
             lora_request=None if adapter is None else self.adapters[adapter],
             use_tqdm=False,
         )
-        return [
+        completions = [
             [
                 self.prefixed(
                     Completion(o.text, tuple(o.token_ids), tuple(p), "stop" if o.finish_reason == "stop" else "length"),
-                    head, sampling.stop,
+                    head,
+                    sampling.stop,
                 )
                 for o in out.outputs
             ]
             for p, head, out in zip(prompts, heads, outputs)
         ]
+        self.usage.count(completions)
+        return completions

@@ -34,7 +34,12 @@ def measure(env, policy, episodes: int) -> dict:
             steps += 1
             done = terminated or truncated
     elapsed = time.perf_counter() - start
-    return {"episodes": episodes, "seconds": elapsed, "episodes_per_s": episodes / elapsed, "steps_per_s": steps / elapsed}
+    return {
+        "episodes": episodes,
+        "seconds": elapsed,
+        "episodes_per_s": episodes / elapsed,
+        "steps_per_s": steps / elapsed,
+    }
 
 
 def main() -> None:

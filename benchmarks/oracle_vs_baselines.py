@@ -21,7 +21,7 @@ import numpy as np
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy
 from clarify_env.costs import Costs
 from clarify_env.env import ClarifyEnv
-from clarify_env.oracle import policy_expectation
+from trainers.eval_metrics import policy_expectation
 
 RESULTS = Path(__file__).parent / "results"
 QUESTION_PRICES = (0.0, 0.05, 0.15, 0.3, 0.5, 0.8)
@@ -38,14 +38,23 @@ def main() -> int:
     for i in range(args.tasks):
         env.reset(seed=args.seed + i)
         tasks.append(env.task)
-    policies = {"oracle": OraclePolicy(), "always_answer": AlwaysAnswer(), "always_multi": AlwaysMulti(),
-                "always_clarify": AlwaysClarify()}
+    policies = {
+        "oracle": OraclePolicy(),
+        "always_answer": AlwaysAnswer(),
+        "always_multi": AlwaysMulti(),
+        "always_clarify": AlwaysClarify(),
+    }
     rows, failures = [], []
     for q in QUESTION_PRICES:
         for w in WORD_PRICES:
             costs = Costs(q, w)
-            means = {name: float(np.mean([policy_expectation(env, p, t, costs)[0] for t in tasks])) for name, p in policies.items()}
-            means["random_mixture"] = float(np.mean([means["always_answer"], means["always_multi"], means["always_clarify"]]))
+            means = {
+                name: float(np.mean([policy_expectation(env, p, t, costs)[0] for t in tasks]))
+                for name, p in policies.items()
+            }
+            means["random_mixture"] = float(
+                np.mean([means["always_answer"], means["always_multi"], means["always_clarify"]])
+            )
             best_baseline = max(v for k, v in means.items() if k != "oracle")
             if means["oracle"] < best_baseline - 1e-9:
                 failures.append((q, w))

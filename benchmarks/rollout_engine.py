@@ -61,8 +61,12 @@ class RecordingBackend(GenerationBackend):
 def engine_run(backend: GenerationBackend, episodes: int, num_envs: int, out: Path | None = None) -> dict:
     """Self-play ``episodes`` through the engine; its counters and rates."""
     engine = RolloutEngine(
-        ENV, LLMAssistant(backend, GREEDY, prompt_style="compact"), LLMUser(backend, GREEDY),
-        num_envs=num_envs, samples_per_group=4, seed=0,
+        ENV,
+        LLMAssistant(backend, GREEDY, prompt_style="compact"),
+        LLMUser(backend, GREEDY),
+        num_envs=num_envs,
+        samples_per_group=4,
+        seed=0,
     )
     engine.run(episodes, out_path=out, progress=False)
     s = engine.stats
@@ -73,7 +77,9 @@ def bare_replay(backend: GenerationBackend, calls: list) -> dict:
     """The recorded calls straight on the backend."""
     tokens, start = 0, time.perf_counter()
     for conversations, sampling, adapter, seeds in calls:
-        tokens += sum(len(c.token_ids) for out in backend.generate(conversations, sampling, adapter, seeds) for c in out)
+        tokens += sum(
+            len(c.token_ids) for out in backend.generate(conversations, sampling, adapter, seeds) for c in out
+        )
     seconds = time.perf_counter() - start
     return {"calls": len(calls), "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
@@ -93,8 +99,12 @@ def overhead(backend: GenerationBackend, episodes: int, repeats: int = 3) -> dic
             if engine_runs[-1]["tokens"] != bare_runs[-1]["tokens"]:
                 raise RuntimeError("the replay generated other tokens than the engine: is decoding greedy?")
     engine, bare = max(engine_runs, key=lambda r: r["tokens_per_s"]), max(bare_runs, key=lambda r: r["tokens_per_s"])
-    return {"engine": engine, "bare": bare, "ratio": engine["tokens_per_s"] / bare["tokens_per_s"],
-            "backend_share_of_engine_time": max(shares)}
+    return {
+        "engine": engine,
+        "bare": bare,
+        "ratio": engine["tokens_per_s"] / bare["tokens_per_s"],
+        "backend_share_of_engine_time": max(shares),
+    }
 
 
 def vllm_backend(path: str) -> GenerationBackend | None:
@@ -113,8 +123,12 @@ def main() -> None:
     parser.add_argument("--serial-episodes", type=int, default=16, help="episodes for the one-env-at-a-time run")
     parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM part")
     parser.add_argument("--run-dir", default="runs/bench-rollout", help="where the tiny model is built")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: on a small shared machine more threads contend and run slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a small shared machine more threads contend and run slower)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -126,8 +140,11 @@ def main() -> None:
     result["overhead"] = overhead(hf, args.episodes)
     lockstep = engine_run(hf, args.episodes, 64)
     serial = engine_run(hf, args.serial_episodes, 1)
-    result["batching"] = {"lockstep_64": lockstep, "one_env": serial,
-                          "speedup": lockstep["episodes_per_s"] / serial["episodes_per_s"]}
+    result["batching"] = {
+        "lockstep_64": lockstep,
+        "one_env": serial,
+        "speedup": lockstep["episodes_per_s"] / serial["episodes_per_s"],
+    }
     result["backends"] = {"transformers": lockstep}
     vllm = None if args.no_vllm else vllm_backend(path)
     if vllm is not None:
@@ -136,12 +153,20 @@ def main() -> None:
 
     o, b = result["overhead"], result["batching"]
     print(f"{'measurement':<42} {'episodes/s':>11} {'tokens/s':>10}")
-    print(f"{'(a) engine, 64 envs, LLM self-play':<42} {o['engine']['episodes_per_s']:>11.1f} {o['engine']['tokens_per_s']:>10.0f}")
+    print(
+        f"{'(a) engine, 64 envs, LLM self-play':<42} {o['engine']['episodes_per_s']:>11.1f} {o['engine']['tokens_per_s']:>10.0f}"
+    )
     print(f"{'(a) bare backend, same calls':<42} {'':>11} {o['bare']['tokens_per_s']:>10.0f}")
-    print(f"    engine / bare throughput: {o['ratio']:.3f} (target >= 0.9); "
-          f"share of the engine's time inside the backend: {o['backend_share_of_engine_time']:.3f}")
-    print(f"{'(b) 64 envs in lockstep':<42} {b['lockstep_64']['episodes_per_s']:>11.1f} {b['lockstep_64']['tokens_per_s']:>10.0f}")
-    print(f"{'(b) one env at a time':<42} {b['one_env']['episodes_per_s']:>11.1f} {b['one_env']['tokens_per_s']:>10.0f}")
+    print(
+        f"    engine / bare throughput: {o['ratio']:.3f} (target >= 0.9); "
+        f"share of the engine's time inside the backend: {o['backend_share_of_engine_time']:.3f}"
+    )
+    print(
+        f"{'(b) 64 envs in lockstep':<42} {b['lockstep_64']['episodes_per_s']:>11.1f} {b['lockstep_64']['tokens_per_s']:>10.0f}"
+    )
+    print(
+        f"{'(b) one env at a time':<42} {b['one_env']['episodes_per_s']:>11.1f} {b['one_env']['tokens_per_s']:>10.0f}"
+    )
     print(f"    lockstep speedup: {b['speedup']:.1f}x (target >= 10x)")
     for name, r in result["backends"].items():
         print(f"{'(c) ' + name:<42} {r['episodes_per_s']:>11.1f} {r['tokens_per_s']:>10.0f}")

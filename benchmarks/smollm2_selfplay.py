@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from agents.oracle_policy import OraclePolicy
+from agents.baselines import OraclePolicy
 from agents.scripted_user import ScriptedUser
-from trainers.config import load_config
-from trainers.models import load_policy_model, make_agents, make_backend
+from trainers.config_loading import load_config
+from trainers.models import load_policy_model, make_agents, make_backend, run_rules
 from trainers.rollout import RolloutEngine, env_kwargs, format_summary, summarize
 
 RESULTS = Path(__file__).parent / "results"
@@ -53,34 +53,65 @@ def main() -> None:
     per_setting = args.episodes // len(SETTINGS)
     rows = []
     for name, costs in SETTINGS.items():
-        env = env_kwargs(replace(cfg.env, costs=costs))
+        env = env_kwargs(replace(cfg, env=replace(cfg.env, costs=costs)))
         out = Path(cfg.run_dir) / f"episodes-{name}.jsonl"
         out.unlink(missing_ok=True)
-        engine = RolloutEngine(env, assistant, user, num_envs=cfg.rollout.num_envs,
-                               samples_per_group=cfg.rollout.samples_per_group, seed=cfg.seed)
+        engine = RolloutEngine(
+            env,
+            assistant,
+            user,
+            num_envs=cfg.rollout.num_envs,
+            samples_per_group=cfg.rollout.samples_per_group,
+            seed=cfg.seed,
+        )
         leaks_before = user.leaks_blocked
         policy = summarize(engine.run(per_setting, out_path=out))
-        oracle = summarize(RolloutEngine(env, OraclePolicy(cfg.env.max_questions), ScriptedUser(),
-                                         samples_per_group=cfg.rollout.samples_per_group, seed=cfg.seed)
-                           .run(per_setting, progress=False))
-        rows.append({"setting": name, "costs": costs, "policy": policy, "oracle": oracle,
-                     "leaks_blocked": user.leaks_blocked - leaks_before, "seconds": engine.stats.seconds,
-                     **engine.stats.rates()})
+        oracle = summarize(
+            RolloutEngine(
+                env,
+                OraclePolicy(run_rules(cfg)),
+                ScriptedUser(),
+                samples_per_group=cfg.rollout.samples_per_group,
+                seed=cfg.seed,
+            ).run(per_setting, progress=False)
+        )
+        rows.append(
+            {
+                "setting": name,
+                "costs": costs,
+                "policy": policy,
+                "oracle": oracle,
+                "leaks_blocked": user.leaks_blocked - leaks_before,
+                "seconds": engine.stats.seconds,
+                **engine.stats.rates(),
+            }
+        )
 
     print(f"\nbackend {cfg.model.backend}, started in {startup:.0f} s")
-    print(f"{'setting':<16} {'who':<7} {'ANSWER':>7} {'MULTI':>6} {'CLARIFY':>8} {'ERROR':>6} {'reward':>7} {'seconds':>8}")
+    print(
+        f"{'setting':<16} {'who':<7} {'ANSWER':>7} {'MULTI':>6} {'CLARIFY':>8} {'ERROR':>6} {'reward':>7} {'seconds':>8}"
+    )
     for r in rows:
         for who in ("policy", "oracle"):
             s, mix = r[who], r[who]["move_mix"]
             seconds = f"{r['seconds']:>8.0f}" if who == "policy" else ""
-            print(f"{r['setting']:<16} {who:<7} {mix['ANSWER']:>7.0%} {mix['MULTI']:>6.0%} {mix['CLARIFY']:>8.0%} "
-                  f"{mix['ERROR']:>6.0%} {s['mean_reward']:>7.3f} {seconds}")
-        print(f"  {r['setting']}: {format_summary(r['policy'])}; {r['tokens_per_s']:.0f} tokens/s, "
-              f"{r['leaks_blocked']} user leaks blocked")
+            print(
+                f"{r['setting']:<16} {who:<7} {mix['ANSWER']:>7.0%} {mix['MULTI']:>6.0%} {mix['CLARIFY']:>8.0%} "
+                f"{mix['ERROR']:>6.0%} {s['mean_reward']:>7.3f} {seconds}"
+            )
+        print(
+            f"  {r['setting']}: {format_summary(r['policy'])}; {r['tokens_per_s']:.0f} tokens/s, "
+            f"{r['leaks_blocked']} user leaks blocked"
+        )
     RESULTS.mkdir(exist_ok=True)
-    result = {"config": args.config, "overrides": args.overrides, "backend": cfg.model.backend,
-              "startup_seconds": startup, "rows": rows,
-              "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()}}
+    result = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "backend": cfg.model.backend,
+        "startup_seconds": startup,
+        "rows": rows,
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+    }
     (RESULTS / "smollm2_selfplay.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS / 'smollm2_selfplay.json'}")
 

@@ -33,7 +33,7 @@ class Costs:
     def __post_init__(self) -> None:
         for name in ("question", "word"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise CostSpecError(f"cost '{name}' must be a finite number >= 0, got {v!r}")
         object.__setattr__(self, "question", float(self.question))
         object.__setattr__(self, "word", float(self.word))
@@ -42,7 +42,7 @@ class Costs:
         return np.array([self.question, self.word], dtype=np.float32)
 
     @classmethod
-    def from_array(cls, values: Any) -> "Costs":
+    def from_array(cls, values: Any) -> Costs:
         """Prices from an observation's float32 ``costs`` array, rounded back to what they
         were (float32 keeps ~7 significant digits)."""
         question, word = (float(x) for x in values)
@@ -51,11 +51,11 @@ class Costs:
     def to_dict(self) -> dict[str, float]:
         return {"question": self.question, "word": self.word}
 
-    def describe(self) -> str:
-        """The prices as the assistant reads them."""
+    def describe(self, unit: str = "word") -> str:
+        """The prices as the assistant reads them (``unit``: what the word price is paid per)."""
         return (
             f"Price of a clarifying question: {format_price(self.question, QUESTION_DECIMALS)}. "
-            f"Price of each word of your final response: {format_price(self.word, WORD_DECIMALS)}."
+            f"Price of each {unit} of your final response: {format_price(self.word, WORD_DECIMALS)}."
         )
 
 
@@ -219,7 +219,9 @@ COST_SPLITS: dict[str, CostSplit] = {
     # values inside the range) and beyond the range (extrapolation).
     "default": CostSplit(
         train=RangeCosts(
-            question=Range(0.0, 0.6, exclude=tuple((q - 0.02, q + 0.02) for q in _HELDOUT_Q), decimals=QUESTION_DECIMALS),
+            question=Range(
+                0.0, 0.6, exclude=tuple((q - 0.02, q + 0.02) for q in _HELDOUT_Q), decimals=QUESTION_DECIMALS
+            ),
             word=Range(0.0, 0.06, exclude=tuple((w - 0.002, w + 0.002) for w in _HELDOUT_W), decimals=WORD_DECIMALS),
         ),
         heldout=sweeps(_HELDOUT_Q, _HELDOUT_W, at_question=0.25, at_word=0.025),
@@ -228,12 +230,16 @@ COST_SPLITS: dict[str, CostSplit] = {
 }
 
 
+def _price(v: Any, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CostSpecError(f"'{key}' must be a number, got {v!r}")
+    return float(v)
+
+
 def _tuple(v: Any, key: str) -> tuple[float, ...]:
-    if isinstance(v, (int, float)):
-        return (float(v),)
     if isinstance(v, Sequence) and not isinstance(v, str):
-        return tuple(float(x) for x in v)
-    raise CostSpecError(f"'{key}' must be a number or a list of numbers, got {v!r}")
+        return tuple(_price(x, f"{key}[{i}]") for i, x in enumerate(v))
+    return (_price(v, key),)
 
 
 def _range(spec: Mapping[str, Any], key: str, log: bool, decimals: int) -> Range:
@@ -242,9 +248,16 @@ def _range(spec: Mapping[str, Any], key: str, log: bool, decimals: int) -> Range
     unknown = set(spec) - {"low", "high", "offset", "exclude", "decimals"}
     if unknown:
         raise CostSpecError(f"unknown key(s) {sorted(unknown)} in '{key}'")
+    bands = spec.get("exclude", ())
+    if not isinstance(bands, Sequence) or not all(isinstance(b, Sequence) and len(b) == 2 for b in bands):
+        raise CostSpecError(f"'{key}.exclude' must be a list of [low, high] bands, got {bands!r}")
     return Range(
-        float(spec["low"]), float(spec["high"]), log=log, offset=float(spec.get("offset", 0.0)),
-        exclude=tuple(tuple(b) for b in spec.get("exclude", ())), decimals=int(spec.get("decimals", decimals)),
+        _price(spec["low"], f"{key}.low"),
+        _price(spec["high"], f"{key}.high"),
+        log=log,
+        offset=_price(spec.get("offset", 0.0), f"{key}.offset"),
+        exclude=tuple((_price(lo, f"{key}.exclude"), _price(hi, f"{key}.exclude")) for lo, hi in bands),
+        decimals=int(_price(spec.get("decimals", decimals), f"{key}.decimals")),
     )
 
 
@@ -268,8 +281,8 @@ def make_cost_sampler(spec: Any) -> CostSampler:
     if not isinstance(spec, Mapping):
         raise CostSpecError(f"cost spec must be a mapping or a split name, got {spec!r}")
     keys = set(spec)
-    if keys == {"question", "word"} and all(isinstance(spec[k], (int, float)) for k in keys):
-        return FixedCosts(Costs(spec["question"], spec["word"]))
+    if keys == {"question", "word"} and not any(isinstance(spec[k], Mapping) for k in keys):
+        return FixedCosts(Costs(spec["question"], spec["word"]))  # Costs names a price that is not a number
     if len(keys) != 1:
         raise CostSpecError(
             f"cost spec must be {{question, word}} or one of points/grid/uniform/loguniform, got keys {sorted(keys)}"
@@ -285,7 +298,7 @@ def make_cost_sampler(spec: Any) -> CostSampler:
         for i, pair in enumerate(body):
             if not isinstance(pair, Sequence) or len(pair) != 2:
                 raise CostSpecError(f"points[{i}] must be a [question, word] pair, got {pair!r}")
-            pairs.append(Costs(float(pair[0]), float(pair[1])))
+            pairs.append(Costs(_price(pair[0], f"points[{i}][0]"), _price(pair[1], f"points[{i}][1]")))
         return CostPoints(tuple(pairs))
     if kind == "grid":
         return GridCosts(_tuple(body["question"], "grid.question"), _tuple(body["word"], "grid.word"))
@@ -296,3 +309,15 @@ def make_cost_sampler(spec: Any) -> CostSampler:
             _range(body["word"], f"{kind}.word", log, WORD_DECIMALS),
         )
     raise CostSpecError(f"unknown cost spec kind {kind!r}; use points, grid, uniform or loguniform")
+
+
+def grid_points(spec: Any) -> list[Costs]:
+    """The finite price points of a cost spec (a split such as ``"default:heldout"``, a grid, a
+    list of points or one point; text may be JSON, as on a command line). A sampler without a
+    finite set of points (a continuous range) is an error naming the spec."""
+    from clarify_env.specs import parse_cli_spec
+
+    sampler = make_cost_sampler(parse_cli_spec(spec) if isinstance(spec, str) else spec)
+    if not hasattr(sampler, "points"):
+        raise CostSpecError(f"cost spec {spec!r} has no finite grid of points to evaluate at (use a grid or a point)")
+    return sampler.points()

@@ -21,7 +21,7 @@ from clarify_env.costs import Costs, CostSampler, make_cost_sampler
 from clarify_env.dialogue import UserRequest
 from clarify_env.prompt import system_prompt
 from clarify_env.protocol import Action, Move, ProtocolError, parse_action
-from clarify_env.reward import RewardComponents, compute_reward, count_words
+from clarify_env.scoring import RewardComponents, Rules, expected_score, final_words, meanings_of, score
 from clarify_env.sources import TaskSource, make_source
 from clarify_env.spaces import FreeText
 from clarify_env.tasks import Task
@@ -39,12 +39,10 @@ class ClarifyEnv(gym.Env):
         source: a ``TaskSource`` or a spec for ``make_source`` (e.g. ``"synthetic"``).
         costs: a cost sampler or a spec for ``make_cost_sampler`` (e.g. ``{"question": 0.2,
             "word": 0.01}`` or ``"default:train"``).
-        user: the user simulator agent (``act(UserRequest) -> str``); default scripted user.
-        max_questions: clarifying questions allowed; one more truncates the episode with
-            accuracy 0.
-        protocol_error_penalty: subtracted from the reward when a message does not parse
-            (the episode then ends with accuracy 0).
-        accuracy_metric: ``"f1"`` (token F1) or ``"em"`` (exact match).
+        user: the user simulator (``agents.UserSimulator``, or any object with
+            ``act(UserRequest) -> str``); default: the scripted user.
+        rules: the ``Rules`` episodes are scored under (or a mapping of its fields):
+            ``max_questions``, ``protocol_error_penalty``, ``accuracy_metric``.
     """
 
     metadata = {"render_modes": ["ansi", "human"]}
@@ -54,27 +52,21 @@ class ClarifyEnv(gym.Env):
         source: TaskSource | str | Mapping[str, Any] = "synthetic",
         costs: CostSampler | Costs | str | Mapping[str, Any] = "default:train",
         user: Any | None = None,
-        max_questions: int = 1,
-        protocol_error_penalty: float = 0.1,
-        accuracy_metric: str = "f1",
+        rules: Rules | Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if max_questions < 0:
-            raise ValueError(f"max_questions must be >= 0, got {max_questions}")
-        if accuracy_metric not in ("f1", "em"):
-            raise ValueError(f"accuracy_metric must be 'f1' or 'em', got {accuracy_metric!r}")
+        self.rules = Rules.of(rules)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.source = make_source(source)
         self.cost_sampler = make_cost_sampler(costs)
         if user is None:
-            from agents.scripted_user import ScriptedUser  # the default counterpart
+            # the default counterpart, so that gym.make(ENV_ID) plays out of the box (imported
+            # here, not at the top: the env does not depend on the agents otherwise)
+            from agents.scripted_user import ScriptedUser
 
             user = ScriptedUser()
         self.user = user
-        self.max_questions = max_questions
-        self.protocol_error_penalty = protocol_error_penalty
-        self.accuracy_metric = accuracy_metric
         self.render_mode = render_mode
 
         text = FreeText(MAX_TEXT)
@@ -84,11 +76,9 @@ class ClarifyEnv(gym.Env):
                 "system": text,
                 "query": text,
                 "context": text,
-                "messages": spaces.Sequence(
-                    spaces.Dict({"role": FreeText(16), "content": text}), stack=False
-                ),
+                "messages": spaces.Sequence(spaces.Dict({"role": FreeText(16), "content": text}), stack=False),
                 "costs": spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32),
-                "questions_asked": spaces.Discrete(max_questions + 2),
+                "questions_asked": spaces.Discrete(self.rules.max_questions + 2),
             }
         )
         self.task: Task | None = None
@@ -104,38 +94,43 @@ class ClarifyEnv(gym.Env):
         """Start a dialogue. ``options`` may pin ``task`` (Task or dict), ``costs`` (Costs or
         ``{"question", "word"}``) and ``interpretation`` (index of the user's meaning)."""
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"reset options must be a mapping of task, costs, interpretation, got {options!r}")
         options = dict(options or {})
         unknown = set(options) - {"task", "costs", "interpretation"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; use task, costs, interpretation")
-        task = options.get("task")
-        if task is None:
-            task = self.source.sample(self.np_random)
-        elif isinstance(task, Mapping):
-            task = Task.from_dict(task)
-        costs = options.get("costs")
-        if costs is None:
-            costs = self.cost_sampler.sample(self.np_random)
-        elif not isinstance(costs, Costs):
-            costs = make_cost_sampler(costs).sample(self.np_random)
+        task = self._task_option(options.get("task"))
+        costs = self._costs_option(options.get("costs"))
         index = options.get("interpretation")
         if index is None:
             priors = task.priors
             index = int(self.np_random.choice(len(priors), p=priors)) if len(priors) > 1 else 0
-        elif not 0 <= int(index) < len(task.interpretations):
+        elif isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"reset option interpretation must be an index (int), got {index!r}")
+        elif not 0 <= index < len(task.interpretations):
             raise ValueError(f"interpretation {index} out of range for task {task.id} with {len(task.interpretations)}")
         self.task, self.costs, self.interpretation_index = task, costs, int(index)
         self.messages = [{"role": "user", "content": task.query}]
         self.questions = 0
         self.done = False
         self._pending = None
-        self._system = system_prompt(costs, task.context, self.max_questions)
+        self._system = system_prompt(costs, task.context, self.rules.max_questions, self.rules.unit)
         return self._observation(), self._info()
 
     def step(self, action: str) -> StepResult:
         request = self.begin_step(action)
-        reply = None if request is None else self.user.act(request)
+        try:
+            reply = None if request is None else self.user.act(request)
+        except Exception:
+            self.abandon()
+            raise
         return self.finish_step(reply)
+
+    def abandon(self) -> None:
+        """End the episode without scoring it (the user simulator failed mid-step): the next call
+        must be ``reset``."""
+        self._pending, self.done = None, True
 
     def render(self) -> str | None:
         text = self.transcript_text()
@@ -158,7 +153,7 @@ class ClarifyEnv(gym.Env):
             return None
         if parsed.move is Move.CLARIFY:
             self.questions += 1
-            if self.questions > self.max_questions:
+            if self.questions > self.rules.max_questions:
                 self._pending = ("truncated", parsed)
                 return None
             self._pending = ("clarify", parsed)
@@ -175,51 +170,68 @@ class ClarifyEnv(gym.Env):
         self._pending = None
         if outcome == "clarify":
             if not isinstance(user_reply, str):
+                self.abandon()
                 raise TypeError(f"the user simulator must return a str reply, got {type(user_reply).__name__}")
             self.messages.append({"role": "user", "content": user_reply})
             return self._observation(), 0.0, False, False, self._info(move=Move.CLARIFY)
         self.done = True
         if outcome == "final":
             if not isinstance(user_reply, str):
-                raise TypeError(f"the user simulator must return the extracted answer as a str, got {type(user_reply).__name__}")
-            words = count_words(action.text)
-            components = self._score(user_reply, words, 0.0)
+                self.abandon()
+                raise TypeError(
+                    f"the user simulator must return the extracted answer as a str, got {type(user_reply).__name__}"
+                )
+            components = self._score(user_reply, final_words(action, self.rules))
             info = self._info(move=action.move, components=components, outcome="answered", extracted=user_reply)
-            info["expected_reward"] = self._expected_reward(action, words, components.reward)
+            info["expected_reward"] = self._expected_reward(action, components.reward)
             return self._observation(), components.reward, True, False, info
         if outcome == "truncated":
-            components = self._score(None, 0, 0.0)
+            components = self._score(None, 0)
             info = self._info(move=Move.CLARIFY, components=components, outcome="truncated")
             info["expected_reward"] = components.reward
             return self._observation(), components.reward, False, True, info
-        components = self._score(None, 0, self.protocol_error_penalty)
+        components = self._score(None, 0, protocol_error=True)
         info = self._info(components=components, outcome="protocol_error", error=action.reason)
         info["expected_reward"] = components.reward
         return self._observation(), components.reward, True, False, info
 
     # --- helpers -----------------------------------------------------------------------------
-    def _expected_reward(self, action: Action, words: int, realised: float) -> float:
+    def _task_option(self, task: Any) -> Task:
+        if task is None:
+            return self.source.sample(self.np_random)
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, Mapping):
+            return Task.from_dict(task)
+        raise TypeError(f"reset option task must be a Task or a task dict (Task.to_dict()), got {task!r}")
+
+    def _costs_option(self, costs: Any) -> Costs:
+        if costs is None:
+            return self.cost_sampler.sample(self.np_random)
+        if isinstance(costs, Costs):
+            return costs
+        if not isinstance(costs, (Mapping, str)):
+            raise TypeError(
+                f"reset option costs must be Costs, {{'question': ..., 'word': ...}} or a cost spec, got {costs!r}"
+            )
+        return make_cost_sampler(costs).sample(self.np_random)
+
+    def _expected_reward(self, action: Action, realised: float) -> float:
         """The reward averaged over the user's possible meanings, where that is exact.
 
-        A final response given before any clarification can be scored against every
-        meaning when the user's extraction is deterministic (``user.extract_for``, as the
-        scripted user has); this removes the luck of a guess from ReST's filter. Otherwise
-        (after a clarification, or with an LLM user) it is the realised reward.
+        A final response given before any clarification is scored against every meaning
+        (``scoring.expected_score``) when the user reads final responses by that rule
+        (``reads_by_rule``, as the scripted user does); this removes the luck of a guess from
+        ReST's filter. Otherwise (after a clarification, or with an LLM user) it is the realised
+        reward.
         """
-        extract_for = getattr(self.user, "extract_for", None)
-        if self.questions or extract_for is None:
+        if self.questions or not getattr(self.user, "reads_by_rule", False):
             return realised
-        total = 0.0
-        for index, (interp, prior) in enumerate(zip(self.task.interpretations, self.task.priors)):
-            extracted = extract_for(self.task, index, action)
-            total += prior * compute_reward(
-                extracted, interp.answers, self.costs, 0, words, 0.0, self.accuracy_metric
-            ).reward
-        return total
+        return expected_score(meanings_of(self.task), action, self.costs, self.rules, self.task.query).reward
 
-    def _score(self, extracted: str | None, words: int, penalty: float) -> RewardComponents:
+    def _score(self, extracted: str | None, words: int, protocol_error: bool = False) -> RewardComponents:
         golds = self.task.interpretations[self.interpretation_index].answers
-        return compute_reward(extracted, golds, self.costs, self.questions, words, penalty, self.accuracy_metric)
+        return score(extracted, golds, self.costs, self.questions, words, self.rules, protocol_error)
 
     def _observation(self) -> dict[str, Any]:
         return {
@@ -228,7 +240,7 @@ class ClarifyEnv(gym.Env):
             "context": self.task.context or "",
             "messages": tuple(dict(m) for m in self.messages),
             "costs": self.costs.as_array(),
-            "questions_asked": min(self.questions, self.max_questions + 1),
+            "questions_asked": min(self.questions, self.rules.max_questions + 1),
         }
 
     def _info(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-from clarify_env.reward import answer_tokens
+from clarify_env.text import answer_tokens
 
 STOPWORDS = frozenset(
     """a an the of in on at to for by with from and or is are was were be been who what when
@@ -33,9 +33,7 @@ def distinguishing_terms(labels: Sequence[str], exclude: str = "") -> list[froze
 @functools.lru_cache(maxsize=16384)
 def _distinguishing_terms(labels: tuple[str, ...], exclude: str) -> tuple[frozenset[str], ...]:
     terms = [content_terms(label) - content_terms(exclude) for label in labels]
-    return tuple(
-        t.difference(*(terms[j] for j in range(len(terms)) if j != i)) for i, t in enumerate(terms)
-    )
+    return tuple(t.difference(*(terms[j] for j in range(len(terms)) if j != i)) for i, t in enumerate(terms))
 
 
 def best_match(text: str, labels: Sequence[str], exclude: str = "") -> int | None:

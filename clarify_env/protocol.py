@@ -18,6 +18,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+
 class Move(str, enum.Enum):
     """The assistant's three moves."""
 
@@ -58,8 +59,10 @@ class ProtocolError:
     reason: str
 
 
+# One character class for the leading whitespace and markdown (not `\s*` then a class that also
+# matches whitespace: the two would split a long run of spaces every way, quadratic in its length).
 _TAG = re.compile(
-    r"^\s*[*_#`>\s]*(CLARIFY|ANSWER|MULTI(?:[-_ ]?ANSWERS?)?)[*_`\s]*[:\-–][*_\s]*(.*)$",
+    r"^[*_#`>\s]*(CLARIFY|ANSWER|MULTI(?:[-_ ]?ANSWERS?)?)[*_`\s]*[:\-–][*_\s]*(.*)$",
     re.IGNORECASE | re.DOTALL,
 )
 # List markers a MULTI item may start with: "1." "12)" "(3)" "a." "b)" "(c)" "A)" "(B)" and bullets.
@@ -92,6 +95,8 @@ def parse_multi_items(body: str) -> tuple[MultiItem, ...]:
     """Split a MULTI body into ``facet: answer`` items."""
     items = []
     for chunk in re.split(r"[;\n]", body):
+        if not chunk or chunk.isspace():
+            continue
         chunk = _ENUM.sub("", chunk, count=1).strip()
         if not chunk:
             continue
@@ -126,9 +131,12 @@ def multi_body(items: tuple[MultiItem, ...]) -> str:
     return "; ".join(f"{i.facet}: {i.answer}" if i.facet else i.answer for i in items)
 
 
-PROTOCOL_DESCRIPTION = """\
-Reply with exactly one of these moves, starting with its tag:
-CLARIFY: <one short clarifying question>   (costs the question price)
-ANSWER: <your answer to the meaning you think the user has>
-MULTI: <meaning>: <answer>; <meaning>: <answer>   (one answer per meaning)
-Your final response (ANSWER or MULTI) costs the word price for each of its words."""
+def protocol_description(unit: str = "word") -> str:
+    """The protocol as the assistant's system prompt states it (``unit``: "word" or "token")."""
+    return (
+        "Reply with exactly one of these moves, starting with its tag:\n"
+        "CLARIFY: <one short clarifying question>   (costs the question price)\n"
+        "ANSWER: <your answer to the meaning you think the user has>\n"
+        "MULTI: <meaning>: <answer>; <meaning>: <answer>   (one answer per meaning)\n"
+        f"Your final response (ANSWER or MULTI) costs the {unit} price for each of its {unit}s."
+    )

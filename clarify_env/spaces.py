@@ -5,7 +5,6 @@ from __future__ import annotations
 import string
 from typing import Any
 
-
 from gymnasium.spaces import Text
 
 
@@ -26,6 +25,7 @@ class FreeText(Text):
         return f"FreeText({self.min_length}, {self.max_length})"
 
     def __eq__(self, other: Any) -> bool:
-        return isinstance(other, FreeText) and (self.min_length, self.max_length) == (other.min_length, other.max_length)
-
-
+        return isinstance(other, FreeText) and (self.min_length, self.max_length) == (
+            other.min_length,
+            other.max_length,
+        )

@@ -27,12 +27,21 @@ class Interpretation:
     facet: str
 
     def __post_init__(self) -> None:
+        for name in ("question", "facet"):
+            if not isinstance(getattr(self, name), str):
+                raise TaskError(f"interpretation {name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.answers, str) or not isinstance(self.answers, (list, tuple)):
+            raise TaskError(
+                f"interpretation {self.question!r}: answers must be a list of strings (aliases of one "
+                f"answer), got {self.answers!r}"
+            )
         object.__setattr__(self, "answers", tuple(self.answers))
         if not self.question.strip():
             raise TaskError("interpretation has an empty question")
         if not self.answers or not all(isinstance(a, str) and a.strip() for a in self.answers):
             raise TaskError(f"interpretation {self.question!r} needs at least one non-empty answer")
-        if not (isinstance(self.prior, (int, float)) and math.isfinite(self.prior) and self.prior >= 0):
+        prior = self.prior
+        if isinstance(prior, bool) or not (isinstance(prior, (int, float)) and math.isfinite(prior) and prior >= 0):
             raise TaskError(f"interpretation {self.question!r} has invalid prior {self.prior!r}")
         if not self.facet.strip():
             raise TaskError(f"interpretation {self.question!r} has an empty facet")
@@ -64,6 +73,8 @@ class Task:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "interpretations", tuple(self.interpretations))
+        if not isinstance(self.query, str):
+            raise TaskError(f"task {self.id}: the query must be a string, got {self.query!r}")
         if not str(self.id):
             raise TaskError("task has an empty id")
         if not self.query.strip():
@@ -86,15 +97,15 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``Task.from_dict`` inverts it."""
         d = asdict(self)
-        d["interpretations"] = [
-            {**i, "answers": list(i["answers"])} for i in d["interpretations"]
-        ]
+        d["interpretations"] = [{**i, "answers": list(i["answers"])} for i in d["interpretations"]]
         d["metadata"] = dict(self.metadata)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Task":
+    def from_dict(cls, d: Mapping[str, Any]) -> Task:
         try:
+            if not isinstance(d["interpretations"], (list, tuple)):
+                raise TaskError(f"'interpretations' must be a list of objects, got {d['interpretations']!r}")
             interps = tuple(Interpretation(**i) for i in d["interpretations"])
             return cls(
                 id=str(d["id"]),

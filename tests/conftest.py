@@ -1,3 +1,4 @@
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -14,8 +15,11 @@ def beast_task() -> Task:
         Interpretation("Who played the Beast in the 2012 TV series?", ("Jay Ryan",), 30, "2012 series"),
     )
     return Task(
-        id="beast", query="Who played the Beast in the Beauty and the Beast TV show?",
-        interpretations=interps, context=render_context(interps), dimension="year",
+        id="beast",
+        query="Who played the Beast in the Beauty and the Beast TV show?",
+        interpretations=interps,
+        context=render_context(interps),
+        dimension="year",
         metadata={"dimension_words": ["year", "version", "series"]},
     )
 
@@ -30,3 +34,22 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def finished_bc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shrunk quickstart run whose behaviour-cloning stage and its evaluation are finished
+    (``BC_ONLY`` on ``helpers.TINY``); tests copy it (``bc_run``) to resume, damage or evaluate it."""
+    from helpers import BC_ONLY, train
+
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert train(run, *BC_ONLY) == 0
+    return run
+
+
+@pytest.fixture
+def bc_run(finished_bc_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``finished_bc_run`` in this test's folder (a moved run: it resumes there)."""
+    import shutil
+
+    return Path(shutil.copytree(finished_bc_run, tmp_path / "run"))

@@ -13,9 +13,14 @@ from trainers.models import tiny_corpus
 
 
 def task(task_id: str, answers: list[str]) -> Task:
-    return Task(task_id, "Who won?", tuple(
-        Interpretation(f"Who won in {1990 + k}?", (a, f"alias {k}"), 1.0, f"{1990 + k} edition")
-        for k, a in enumerate(answers)))
+    return Task(
+        task_id,
+        "Who won?",
+        tuple(
+            Interpretation(f"Who won in {1990 + k}?", (a, f"alias {k}"), 1.0, f"{1990 + k} edition")
+            for k, a in enumerate(answers)
+        ),
+    )
 
 
 SHORT = task("short", ["Vo"])
@@ -31,8 +36,7 @@ def test_the_full_multi_message_lists_every_meaning_with_its_first_answer() -> N
     message = full_multi_message(LONG)
     action = parse_action(message)
     assert action.move.value == "MULTI"
-    assert [(i.facet, i.answer) for i in action.items] == [
-        (i.facet, i.answers[0]) for i in LONG.interpretations]
+    assert [(i.facet, i.answer) for i in action.items] == [(i.facet, i.answers[0]) for i in LONG.interpretations]
 
 
 def test_lengths_count_the_message_tokens_and_the_end_token(tokenizer) -> None:

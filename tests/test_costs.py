@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from clarify_env.costs import (
-    COST_SPLITS, CostSpecError, Costs, FixedCosts, GridCosts, RangeCosts, format_price, make_cost_sampler,
+    COST_SPLITS,
+    Costs,
+    CostSpecError,
+    FixedCosts,
+    GridCosts,
+    RangeCosts,
+    format_price,
+    make_cost_sampler,
 )
 
 
@@ -82,7 +89,10 @@ def test_sampling_is_deterministic_given_seed():
         ({"gaussian": {"question": 1, "word": 1}}, "gaussian"),
         ("nosuchsplit:train", "nosuchsplit"),
         ("default:test", "test"),
-        ({"uniform": {"question": {"low": 0, "high": 1, "exclude": [[0, 1]]}, "word": {"low": 0, "high": 1}}}, "whole range"),
+        (
+            {"uniform": {"question": {"low": 0, "high": 1, "exclude": [[0, 1]]}, "word": {"low": 0, "high": 1}}},
+            "whole range",
+        ),
     ],
 )
 def test_bad_cost_specs_name_the_problem(spec, message):

@@ -5,7 +5,8 @@ from gymnasium.utils.env_checker import check_env
 
 import clarify_env  # noqa: F401  (registers the env)
 from agents import OraclePolicy, ScriptedUser
-from clarify_env import ClarifyEnv
+from agents.leak_guard import contains_answer
+from clarify_env import ClarifyEnv, Rules
 
 
 def play(env, policy, seed, options=None):
@@ -60,7 +61,7 @@ def test_off_topic_question_gets_honest_unhelpful_reply(beast_task):
 
 
 def test_protocol_error_ends_episode_with_penalty_not_exception(beast_task):
-    env = ClarifyEnv(costs={"question": 0.2, "word": 0.01}, protocol_error_penalty=0.25)
+    env = ClarifyEnv(costs={"question": 0.2, "word": 0.01}, rules=Rules(protocol_error_penalty=0.25))
     env.reset(seed=0, options={"task": beast_task})
     _, reward, terminated, truncated, info = env.step("I think it is Ron Perlman")
     assert terminated and not truncated
@@ -69,7 +70,7 @@ def test_protocol_error_ends_episode_with_penalty_not_exception(beast_task):
 
 
 def test_question_beyond_the_limit_truncates_with_zero_accuracy(beast_task):
-    env = ClarifyEnv(costs={"question": 0.2, "word": 0.01}, max_questions=1)
+    env = ClarifyEnv(costs={"question": 0.2, "word": 0.01}, rules={"max_questions": 1})
     env.reset(seed=0, options={"task": beast_task, "interpretation": 0})
     env.step("CLARIFY: Which year?")
     _, reward, terminated, truncated, info = env.step("CLARIFY: Really, which year?")
@@ -124,23 +125,29 @@ def test_render_shows_prices_and_dialogue(beast_task):
 
 
 def test_scripted_user_never_leaks_a_gold_answer_in_clarifications():
-    env = ClarifyEnv(source="synthetic", costs="default:train", max_questions=3)
-    user = ScriptedUser()
-    env.user = user
+    env = ClarifyEnv(source="synthetic", costs="default:train", rules=Rules(max_questions=3))
+    env.user = ScriptedUser()
     rng = np.random.default_rng(0)
-    questions = ["Which one do you mean?", "Which year or version?", "What is the answer?",
-                 "Do you mean the film or the book?", "Who is it?", "Which place, team or role?"]
-    replies = 0
+    questions = [
+        "Which one do you mean?",
+        "Which year or version?",
+        "What is the answer?",
+        "Do you mean the film or the book?",
+        "Who is it?",
+        "Which place, team or role?",
+    ]
+    named = ambiguous = 0
     for seed in range(3000):
-        obs, info = env.reset(seed=seed)
+        env.reset(seed=seed)
         task = env.task
         golds = [a for i in task.interpretations for a in i.answers]
         # on-topic question naming every facet, then a random one
         facet_q = "Do you mean " + " or ".join(i.facet for i in task.interpretations) + "?"
-        for q in (facet_q, questions[int(rng.integers(len(questions)))]):
-            obs, _, terminated, truncated, _ = env.step(f"CLARIFY: {q}")
+        for k, q in enumerate((facet_q, questions[int(rng.integers(len(questions)))])):
+            obs, *_ = env.step(f"CLARIFY: {q}")
             reply = obs["messages"][-1]["content"]
-            replies += 1
-            from clarify_env.reward import contains_answer
             assert not contains_answer(reply, golds), (task.id, reply)
-    assert replies == 6000
+            if k == 0 and task.is_ambiguous:
+                ambiguous += 1
+                named += task.interpretations[env.interpretation_index].facet in reply
+    assert named == ambiguous > 2000  # a question naming every facet is answered with the user's own

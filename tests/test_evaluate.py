@@ -9,11 +9,11 @@ import pytest
 
 from agents import AlwaysAnswer, AlwaysMulti, OraclePolicy, ScriptedUser
 from clarify_env.costs import Costs
+from helpers import defaults_config
 from trainers.cli import main
-from trainers.evaluate import (
-    EvalReport,
-    bootstrap_ci, evaluate_episodes, evaluate_policy, spearman, split_points, split_specs, task_lookup,
-)
+from trainers.eval_metrics import bootstrap_ci, evaluate_episodes, spearman, task_lookup
+from trainers.eval_report import EvalReport, beaten_by
+from trainers.evaluate import evaluate_policy, split_points, split_specs
 from trainers.rollout import RolloutEngine
 
 GRID = {"grid": {"question": [0.0, 0.1, 0.3, 0.6, 1.0], "word": [0.0, 0.01, 0.03, 0.1]}}
@@ -82,9 +82,12 @@ class MisspelledAnswer(AlwaysAnswer):
 
 
 def test_move_regret_separates_the_choice_of_move_from_its_execution(tmp_path):
-    right = evaluate_policy(AlwaysAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "a", bootstrap_samples=50)
-    wrong = evaluate_policy(MisspelledAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "b",
-                            bootstrap_samples=50)
+    right = evaluate_policy(
+        AlwaysAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "a", bootstrap_samples=50
+    )
+    wrong = evaluate_policy(
+        MisspelledAnswer(), grid_points(), 12, ENV, seed=0, out_dir=tmp_path / "b", bootstrap_samples=50
+    )
     for r, w in zip(right.points, wrong.points):
         assert w.move_regret == pytest.approx(r.move_regret)  # the same moves on the same tasks
         assert w.regret > w.move_regret + 0.1  # ... losing accuracy in execution
@@ -132,37 +135,84 @@ def test_split_specs_keep_json_grids_whole_and_ranges_are_refused():
         split_points(["default:train"])
 
 
+def test_a_point_counts_against_the_policy_only_where_a_baseline_is_above_its_interval(oracle_report):
+    point = oracle_report.points[0]
+    inside = dataclasses.replace(point, reward_ci_high=0.5, baselines={"always_multi": {"reward": 0.49, "words": 9}})
+    above = dataclasses.replace(inside, baselines={"always_multi": {"reward": 0.51, "words": 9}})
+    assert beaten_by(inside) == [] and beaten_by(above) == ["always_multi"]
+    report = EvalReport.from_points("p", [inside, above])
+    assert report.summary()[f"{point.split}/points_below_a_baseline"] == 1.0
+
+
 @pytest.mark.parametrize("policy", ["oracle", "always_clarify"])
-def test_eval_cli_writes_the_table_for_a_scripted_policy(policy, tmp_path, capsys):
+def test_eval_cli_writes_the_table_for_a_scripted_policy(policy, tmp_path):
     out = tmp_path / policy
-    code = main(["eval", "--policy", policy, "--split", "default:heldout", "--episodes-per-point", "4",
-                 "--out", str(out), "--quiet", "rollout.num_envs=4", "eval.bootstrap_samples=50"])
+    code = main(
+        [
+            "eval",
+            defaults_config(tmp_path),
+            "--policy",
+            policy,
+            "--split",
+            "default:heldout",
+            "--episodes-per-point",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+            "rollout.num_envs=4",
+            "eval.bootstrap_samples=50",
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "eval.json").read_text())
     assert saved["policy"] == policy
     assert len(saved["points"]) == len(split_points(["default:heldout"])["default:heldout"])
     assert all(p["n"] == 4 for p in saved["points"])
     assert (out / "eval.csv").exists() and (out / "vs_word_price.png").exists()
-    assert f"### {policy}" in capsys.readouterr().out
+    assert (out / "eval.md").read_text().startswith(f"### {policy}")
 
 
 def test_eval_cli_runs_the_configured_model_under_an_sft_adapter(tmp_path):
-    from agents.tiny_model import build_tiny_model
     from transformers import AutoTokenizer
 
+    from agents.tiny_model import build_tiny_model
     from trainers.config import SFTConfig
     from trainers.sft import build_sft_examples, train_sft
 
     engine = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=8, samples_per_group=1)
     episodes = engine.run(8, progress=False)
-    model = build_tiny_model(tmp_path / "tiny", [m["content"] for e in episodes for m in e.chat], vocab_size=400,
-                             hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    model = build_tiny_model(
+        tmp_path / "tiny",
+        [m["content"] for e in episodes for m in e.chat],
+        vocab_size=400,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+    )
     examples = build_sft_examples(episodes, AutoTokenizer.from_pretrained(model), max_length=2048)
     train_sft(model, examples, tmp_path / "iter-1", SFTConfig(lora_rank=4, epochs=1, batch_size=8))
     out = tmp_path / "eval"
-    code = main(["eval", "--adapter", str(tmp_path / "iter-1"), "--split", '{"question": 0.1, "word": 0.01}',
-                 "--episodes-per-point", "2", "--out", str(out), "--quiet", f"model.name={model}",
-                 "rollout.num_envs=2", "sampling.max_new_tokens=8", "eval.bootstrap_samples=20"])
+    code = main(
+        [
+            "eval",
+            defaults_config(tmp_path),
+            "--adapter",
+            str(tmp_path / "iter-1"),
+            "--split",
+            '{"question": 0.1, "word": 0.01}',
+            "--episodes-per-point",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            f"model.name={model}",
+            "rollout.num_envs=2",
+            "sampling.max_new_tokens=8",
+            "eval.bootstrap_samples=20",
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "eval.json").read_text())
     assert saved["policy"] == "iter-1" and saved["points"][0]["n"] == 2
@@ -183,8 +233,10 @@ def test_steerability_within_each_split_is_reported_beside_the_pooled_one(oracle
     the trend must not hide it (nor be hidden by it)."""
     held = oracle_report.points
     top = max(p.question for p in held)
-    beyond = [dataclasses.replace(p, split="far", question=p.question + top + 1, clarify_rate=1.0 - p.clarify_rate)
-              for p in held]
+    beyond = [
+        dataclasses.replace(p, split="far", question=p.question + top + 1, clarify_rate=1.0 - p.clarify_rate)
+        for p in held
+    ]
     report = EvalReport.from_points(oracle_report.policy, [*held, *beyond])
     within = report.split_steerability()
     name = "clarify_rate_vs_question_price"
@@ -196,9 +248,25 @@ def test_steerability_within_each_split_is_reported_beside_the_pooled_one(oracle
     assert "Within far only:" in report.to_markdown()
 
 
+def test_eval_takes_its_config_as_the_first_argument_or_as_an_option(tmp_path):
+    config = defaults_config(tmp_path)
+    args = ["--policy", "oracle", "--split", '{"question": 0.1, "word": 0.01}', "--episodes-per-point", "2", "--quiet"]
+    assert main(["eval", config, *args, "--out", str(tmp_path / "a"), "eval.bootstrap_samples=10"]) == 0
+    assert main(["eval", "--config", config, *args, "--out", str(tmp_path / "b"), "eval.bootstrap_samples=10"]) == 0
+    a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in "ab")
+    assert a == b
+
+
 def test_episodes_per_point_can_differ_by_split(tmp_path):
     points = split_points(["default:heldout", "default:extrapolation"])
-    report = evaluate_policy(AlwaysMulti(), points, {"default:heldout": 6, "default:extrapolation": 2}, ENV,
-                             seed=0, out_dir=tmp_path, bootstrap_samples=10)
+    report = evaluate_policy(
+        AlwaysMulti(),
+        points,
+        {"default:heldout": 6, "default:extrapolation": 2},
+        ENV,
+        seed=0,
+        out_dir=tmp_path,
+        bootstrap_samples=10,
+    )
     counts = {(p.split, p.n) for p in report.points}
     assert counts == {("default:heldout", 6), ("default:extrapolation", 2)}

@@ -7,16 +7,30 @@ from trainers.filtering import filter_episodes, threshold_at
 
 def episode(group, k, expected, reward=None, outcome="answered"):
     return Episode(
-        episode_id=f"{group}-s{k}", group_id=group, sample_index=k, task_id="t", interpretation=0,
-        costs={"question": 0.1, "word": 0.01}, messages=[], chat=[], moves=["ANSWER"],
-        reward=expected if reward is None else reward, expected_reward=expected, components={}, outcome=outcome,
+        episode_id=f"{group}-s{k}",
+        group_id=group,
+        sample_index=k,
+        task_id="t",
+        interpretation=0,
+        costs={"question": 0.1, "word": 0.01},
+        messages=[],
+        chat=[],
+        moves=["ANSWER"],
+        reward=expected if reward is None else reward,
+        expected_reward=expected,
+        components={},
+        outcome=outcome,
         policy="p",
     )
 
 
 EPISODES = [
-    episode("g0", 0, 0.5), episode("g0", 1, 0.9), episode("g0", 2, 0.9), episode("g0", 3, 0.1),
-    episode("g1", 0, 0.3, outcome="protocol_error"), episode("g1", 1, 0.2),
+    episode("g0", 0, 0.5),
+    episode("g0", 1, 0.9),
+    episode("g0", 2, 0.9),
+    episode("g0", 3, 0.1),
+    episode("g1", 0, 0.3, outcome="protocol_error"),
+    episode("g1", 1, 0.2),
 ]
 
 
@@ -40,9 +54,7 @@ def test_threshold_rises_with_each_improve_step():
     assert ids(filter_episodes(EPISODES, cfg, step=2)) == ["g0-s1", "g0-s2"]
 
 
-def test_above_group_mean_and_score_choice():
-    cfg = FilterConfig(best_k=0, above_group_mean=True, drop_protocol_errors=False)
-    assert ids(filter_episodes(EPISODES, cfg)) == ["g0-s1", "g0-s2", "g1-s0"]  # means 0.6 and 0.25
+def test_the_score_is_the_expected_reward_unless_the_realised_one_is_asked_for():
     lucky = [episode("g", 0, 0.6, reward=1.0), episode("g", 1, 0.8, reward=0.8)]
     assert ids(filter_episodes(lucky, FilterConfig(score="reward"))) == ["g-s0"]
     assert ids(filter_episodes(lucky, FilterConfig(score="expected_reward"))) == ["g-s1"]

@@ -12,9 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from agents.generation import SamplingParams
 from agents.hf_backend import PerRowSampler, TransformersBackend, counter_uniform
 from agents.tiny_model import build_tiny_model
-
-from model_support import (
-    CONVERSATIONS, CORPUS, NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE, lively_tiny_model, random_lora_adapter,
+from helpers import (
+    CONVERSATIONS,
+    CORPUS,
+    NO_SYSTEM_TEMPLATE,
+    THINKING_TEMPLATE,
+    lively_tiny_model,
+    random_lora_adapter,
 )
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
@@ -62,8 +66,16 @@ def test_checkpoint_round_trips_through_auto_classes(tiny: Path, tmp_path: Path)
     )
     text = "Ron Perlman, 1987."
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
-    again = build_tiny_model(tmp_path, CORPUS, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2,
-                             intermediate_size=128, initializer_range=0.1)
+    again = build_tiny_model(
+        tmp_path,
+        CORPUS,
+        vocab_size=400,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=128,
+        initializer_range=0.1,
+    )
     rebuilt = AutoModelForCausalLM.from_pretrained(again).state_dict()
     assert all(torch.equal(v, rebuilt[k]) for k, v in model.state_dict().items())  # the seed fixes the weights
 
@@ -83,7 +95,7 @@ def test_forced_prefix_is_continued_by_the_model_and_kept_in_the_completion(
     plain = backend.generate(CONVERSATIONS, GREEDY)
     model = AutoModelForCausalLM.from_pretrained(tiny)
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    for conversation, prefix, [got], [free] in zip(CONVERSATIONS, prefixes, forced, plain):
+    for prefix, [got], [free] in zip(prefixes, forced, plain):
         assert got.prompt_token_ids == free.prompt_token_ids  # the prompt without the forced opening
         if not prefix:
             assert got == free  # rows without a prefix are untouched by their neighbours' prefixes
@@ -91,7 +103,7 @@ def test_forced_prefix_is_continued_by_the_model_and_kept_in_the_completion(
         head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
         assert got.text.startswith(prefix) and list(got.token_ids[: len(head)]) == head
         rest = greedy_reference(model, (*got.prompt_token_ids, *head), GREEDY.max_new_tokens)
-        assert got.token_ids[len(head):] == rest[: len(got.token_ids) - len(head)]
+        assert got.token_ids[len(head) :] == rest[: len(got.token_ids) - len(head)]
         assert got.text == tokenizer.decode(list(got.token_ids), skip_special_tokens=True)
     assert forced[0][0].token_ids != plain[0][0].token_ids
     with pytest.raises(ValueError, match="one prefix per conversation"):
@@ -114,14 +126,19 @@ def test_static_kv_cache_gives_the_same_completions(backend: TransformersBackend
     sampled = SamplingParams(temperature=1.0, max_new_tokens=12)
     seeds = list(range(len(CONVERSATIONS)))
     for adapter_name in (None, "lora"):
-        assert static.generate(CONVERSATIONS, GREEDY, adapter_name) == backend.generate(CONVERSATIONS, GREEDY, adapter_name)
+        assert static.generate(CONVERSATIONS, GREEDY, adapter_name) == backend.generate(
+            CONVERSATIONS, GREEDY, adapter_name
+        )
         assert static.generate(CONVERSATIONS, sampled, adapter_name, seeds=seeds) == backend.generate(
-            CONVERSATIONS, sampled, adapter_name, seeds=seeds)
+            CONVERSATIONS, sampled, adapter_name, seeds=seeds
+        )
     with pytest.raises(ValueError, match="kv_cache"):
         TransformersBackend(tiny, device="cpu", kv_cache="paged")
 
 
-def test_generation_in_waves_gives_the_tokens_of_one_call(backend: TransformersBackend, tiny: Path, adapter: Path) -> None:
+def test_generation_in_waves_gives_the_tokens_of_one_call(
+    backend: TransformersBackend, tiny: Path, adapter: Path
+) -> None:
     waves = TransformersBackend(tiny, device="cpu", batch_size=2, adapters={"lora": adapter}, wave_tokens=3)
     sampled = SamplingParams(temperature=1.0, max_new_tokens=12)
     stopped = SamplingParams(temperature=1.0, max_new_tokens=12, stop=("e",))  # rows end at different steps
@@ -150,8 +167,9 @@ def test_lora_adapter_changes_the_output_and_matches_peft(
         assert b[0].token_ids == greedy_reference(plain, b[0].prompt_token_ids, GREEDY.max_new_tokens)
 
 
-def test_adapters_hot_swap_and_reregistering_a_name_replaces_it(backend: TransformersBackend, tiny: Path,
-                                                               tmp_path: Path) -> None:
+def test_adapters_hot_swap_and_reregistering_a_name_replaces_it(
+    backend: TransformersBackend, tiny: Path, tmp_path: Path
+) -> None:
     torch.manual_seed(2)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj", "o_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), config).save_pretrained(tmp_path / "other")
@@ -173,7 +191,9 @@ def test_stop_string_cuts_the_text_and_the_tokens(backend: TransformersBackend) 
     k, stop = next(
         (k, piece)
         for k in range(1, len(full.token_ids))
-        if (piece := decode(full.token_ids[k : k + 1])).strip() and piece.isascii() and piece.isprintable()
+        if (piece := decode(full.token_ids[k : k + 1])).strip()
+        and piece.isascii()
+        and piece.isprintable()
         and full.text.find(piece) == len(decode(full.token_ids[:k]))
     )
     cut = backend.generate([CONVERSATIONS[0]], SamplingParams(temperature=0, max_new_tokens=12, stop=("@@", stop)))
@@ -215,9 +235,12 @@ def test_per_row_sampler_draws_from_the_softmax_and_each_row_from_its_own_seed()
     assert 0.2 < (second != first).float().mean() < 0.8
     # Row 7's stream is the same whatever rows come with it.
     alone = PerRowSampler([7], temperature=1.0, top_p=1.0)
-    assert [alone(None, logits[None].clone()).argmax(-1).item() for _ in range(2)] == [first[7].item(), second[7].item()]
+    assert [alone(None, logits[None].clone()).argmax(-1).item() for _ in range(2)] == [
+        first[7].item(),
+        second[7].item(),
+    ]
     uniforms = counter_uniform(torch.arange(64), 0, 1000)
-    assert 0.0 < uniforms.min() and uniforms.max() < 1.0 and abs(uniforms.mean().item() - 0.5) < 0.01
+    assert uniforms.min() > 0.0 and uniforms.max() < 1.0 and abs(uniforms.mean().item() - 0.5) < 0.01
 
 
 def test_seeded_top_p_sampling_keeps_only_the_nucleus(backend: TransformersBackend) -> None:
@@ -237,4 +260,7 @@ def test_prompts_follow_the_chat_template_kwargs_and_templates_without_a_system_
     plain.tokenizer.chat_template = NO_SYSTEM_TEMPLATE
     decoded = plain.tokenizer.decode(plain.render([chat])[0])
     assert decoded == "<|user|>Prices: 0.25\n\nWho played the Beast?<|end|><|assistant|>"
-    assert plain.generate([chat], SamplingParams(temperature=0, max_new_tokens=3))[0][0].finish_reason in {"stop", "length"}
+    assert plain.generate([chat], SamplingParams(temperature=0, max_new_tokens=3))[0][0].finish_reason in {
+        "stop",
+        "length",
+    }

@@ -1,11 +1,11 @@
 """Run logging: metrics.jsonl always, wandb offline by default with the metrics in its run files."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from agents import OraclePolicy
+from helpers import history, jsonl, wandb_records
 from trainers.config import RunConfig
 from trainers.episodes import read_episodes
 from trainers.evaluate import evaluate_policy, split_points
@@ -18,39 +18,6 @@ def no_credentials(monkeypatch, tmp_path):
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-
-def wandb_records(path: Path):
-    """The records of a ``.wandb`` file (a LevelDB-style log of protobuf ``Record``s)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, pending = 7, 32768, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk  # FULL/FIRST start a record
-        if kind in (1, 4):  # FULL/LAST end one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def history(run_file: Path) -> list[dict]:
-    rows = []
-    for r in wandb_records(run_file):
-        if r.WhichOneof("record_type") == "history":
-            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item})
-    return rows
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_mode_is_offline_unless_set_or_logged_in(no_credentials, monkeypatch, tmp_path):
@@ -73,8 +40,9 @@ def test_mode_is_offline_unless_set_or_logged_in(no_credentials, monkeypatch, tm
 
 
 @pytest.mark.parametrize("empty_mode", [False, True])
-def test_offline_wandb_run_files_hold_the_metrics_that_metrics_jsonl_mirrors(no_credentials, monkeypatch, tmp_path,
-                                                                             empty_mode):
+def test_offline_wandb_run_files_hold_the_metrics_that_metrics_jsonl_mirrors(
+    no_credentials, monkeypatch, tmp_path, empty_mode
+):
     if empty_mode:  # `WANDB_MODE= clarify train ...`: set but empty counts as unset
         monkeypatch.setenv("WANDB_MODE", "")
     run_dir = tmp_path / "run"
@@ -96,8 +64,16 @@ def test_offline_wandb_run_files_hold_the_metrics_that_metrics_jsonl_mirrors(no_
 
 
 def test_evaluation_dialogues_and_plots_are_logged(no_credentials, tmp_path):
-    report = evaluate_policy(OraclePolicy(), split_points(["default:heldout"]), 4, {"source": "synthetic"}, 0,
-                             tmp_path / "eval", num_envs=4, bootstrap_samples=20)
+    report = evaluate_policy(
+        OraclePolicy(),
+        split_points(["default:heldout"]),
+        4,
+        {"source": "synthetic"},
+        0,
+        tmp_path / "eval",
+        num_envs=4,
+        bootstrap_samples=20,
+    )
     episodes_file = next((tmp_path / "eval" / "episodes").glob("*.jsonl"))
     run_dir = tmp_path / "run"
     with RunLogger(run_dir, {"seed": 0}) as logger:

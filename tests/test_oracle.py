@@ -1,9 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
-from clarify_env import ClarifyEnv, Costs, Move
-from clarify_env.oracle import context_meanings, move_values, oracle_value, policy_expectation, task_meanings
+from clarify_env import ClarifyEnv, Costs, Move, Rules
+from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
+from clarify_env.sources import load_clarifyingqa
+from trainers.eval_metrics import policy_expectation
+
+CLARIFYINGQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
 
 
 def values(task, q, w):
@@ -33,7 +39,7 @@ def test_multi_wins_when_words_are_cheap_and_answer_when_dear(beast_task):
 
 
 def test_no_clarify_when_questions_are_not_allowed(beast_task):
-    assert Move.CLARIFY not in move_values(task_meanings(beast_task), Costs(0, 0.05), max_questions=0)
+    assert Move.CLARIFY not in move_values(task_meanings(beast_task), Costs(0, 0.05), rules=Rules(max_questions=0))
 
 
 def test_context_meanings_equal_task_meanings_on_synthetic_tasks():
@@ -43,6 +49,49 @@ def test_context_meanings_equal_task_meanings_on_synthetic_tasks():
         t, c = task_meanings(env.task), context_meanings(env.task.context)
         assert [(m.facet, m.answer) for m in t] == [(m.facet, m.answer) for m in c]
         assert np.allclose([m.prior for m in t], [m.prior for m in c])
+
+
+def played_value(env: ClarifyEnv, task, costs: Costs, message: str) -> float:
+    """The reward of opening with ``message`` (a CLARIFY followed by the answer the user's reply
+    points at), played in the env against every meaning and weighted by its prior."""
+    total = 0.0
+    for index, prior in enumerate(task.priors):
+        obs, _ = env.reset(seed=0, options={"task": task, "costs": costs, "interpretation": index})
+        obs, reward, terminated, truncated, _ = env.step(message)
+        if not (terminated or truncated):
+            obs, reward, *_ = env.step(AlwaysClarify().act(obs))
+        total += prior * reward
+    return total
+
+
+def synthetic_tasks(n: int) -> list:
+    rng = np.random.default_rng(0)
+    source = ClarifyEnv(source="synthetic").source
+    return [source.sample(rng) for _ in range(n)]
+
+
+def clarifyingqa_tasks() -> list:
+    if not CLARIFYINGQA.exists():
+        pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
+    return list(load_clarifyingqa(CLARIFYINGQA))
+
+
+@pytest.mark.parametrize("tasks", [lambda: synthetic_tasks(300), clarifyingqa_tasks], ids=["synthetic", "clarifyingqa"])
+@pytest.mark.parametrize("metric", ["f1", "em"])
+def test_the_oracles_move_values_are_what_the_env_scores_when_the_moves_are_played(tasks, metric) -> None:
+    rules = Rules(accuracy_metric=metric)
+    env = ClarifyEnv(source="synthetic", rules=rules)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for task in tasks():
+        costs = Costs(round(float(rng.uniform(0, 0.6)), 3), round(float(rng.uniform(0, 0.06)), 4))
+        for move, value in move_values(task_meanings(task), costs, task.query, rules).items():
+            assert played_value(env, task, costs, value.message) == pytest.approx(value.expected_reward, abs=1e-12), (
+                task.id,
+                move,
+            )
+            checked += 1
+    assert checked >= 3 * 200
 
 
 def test_oracle_policy_realises_the_oracle_value_exactly():
@@ -111,5 +160,6 @@ def test_random_mixture_is_seeded_and_respects_weights(beast_task):
     assert all(only.act(obs).startswith("MULTI") for _ in range(20))
     with pytest.raises(ValueError, match="weights"):
         RandomMixture({"GUESS": 1.0})
-    with pytest.raises(ValueError, match="unknown baseline"):
+    with pytest.raises(ValueError, match="unknown scripted policy 'always_guess'"):
         make_baseline("always_guess")
+    assert isinstance(make_baseline("oracle", Rules(max_questions=0)), OraclePolicy)

@@ -35,7 +35,10 @@ def test_person_as_user_replies_and_takes_an_answer_away(beast_task):
 def test_clarify_play_console_script_runs_an_episode():
     out = subprocess.run(
         [sys.executable, "-m", "trainers.cli", "play", "--seed", "3", "--costs", '{"question": 0.1, "word": 0.01}'],
-        input="ANSWER: nobody\n", capture_output=True, text=True, timeout=120,
+        input="ANSWER: nobody\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert "Price of a clarifying question: 0.100" in out.stdout

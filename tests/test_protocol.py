@@ -2,7 +2,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clarify_env.protocol import (
-    Action, Move, MultiItem, ProtocolError, format_action, parse_action,
+    Action,
+    Move,
+    MultiItem,
+    ProtocolError,
+    format_action,
+    parse_action,
 )
 
 
@@ -24,14 +29,20 @@ def test_parser_tolerates_case_whitespace_markdown_and_dash():
 def test_multi_accepts_enumerated_lines():
     a = parse_action("MULTI:\na) the film: Dan Orr\nb) the novel: Mia Kell\n- stage: Ole Sand")
     assert [(i.facet, i.answer) for i in a.items] == [
-        ("the film", "Dan Orr"), ("the novel", "Mia Kell"), ("stage", "Ole Sand"),
+        ("the film", "Dan Orr"),
+        ("the novel", "Mia Kell"),
+        ("stage", "Ole Sand"),
     ]
 
 
 def test_multi_items_keep_titles_abbreviations_and_initials():
     a = parse_action("MULTI: Dr. Kulruth: Nave Kriloth; St. Louis; J. R. Tolkien; 2) Ada: No. 5; (C) x: y")
     assert [(i.facet, i.answer) for i in a.items] == [
-        ("Dr. Kulruth", "Nave Kriloth"), ("", "St. Louis"), ("", "J. R. Tolkien"), ("Ada", "No. 5"), ("x", "y"),
+        ("Dr. Kulruth", "Nave Kriloth"),
+        ("", "St. Louis"),
+        ("", "J. R. Tolkien"),
+        ("Ada", "No. 5"),
+        ("x", "y"),
     ]
 
 
@@ -52,8 +63,14 @@ def test_non_string_message_is_protocol_error_not_exception():
     assert isinstance(parse_action(42), ProtocolError)
 
 
-_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=";\n\r"), min_size=1).map(str.strip).filter(
-    lambda s: s and ": " not in s and not s.endswith(":") and not s.startswith(("-", "*", "•", "(")) and s[0].isalnum()
+_text = (
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=";\n\r"), min_size=1)
+    .map(str.strip)
+    .filter(
+        lambda s: (
+            s and ": " not in s and not s.endswith(":") and not s.startswith(("-", "*", "•", "(")) and s[0].isalnum()
+        )
+    )
 )
 
 

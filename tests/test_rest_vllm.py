@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_rest import train
-from test_vllm_backend import require_vllm
+from helpers import require_vllm, train
 
 pytestmark = pytest.mark.vllm
 
@@ -19,7 +18,11 @@ VLLM = [
     "model.backend=vllm",
     "model.vllm={dtype: float32, max_model_len: 512, kv_cache_memory_bytes: 67108864, enable_lora: true, "
     "max_lora_rank: 16, enforce_eager: true}",
-    "sft.lora=true", "sft.lora_rank=16", "sft.lora_alpha=32", "sft.learning_rate=0.01", "wandb.enabled=false",
+    "sft.lora=true",
+    "sft.lora_rank=16",
+    "sft.lora_alpha=32",
+    "sft.learning_rate=0.01",
+    "wandb.enabled=false",
 ]
 
 
@@ -38,22 +41,25 @@ def test_one_rest_iteration_on_vllm_hot_swaps_lora_adapters_on_one_engine(
             super().__init__(*args, **kwargs)
             engines.append(self)
 
-        def generate(self, conversations, sampling, adapter=None, seeds=None):
+        def generate(self, conversations, sampling, adapter=None, seeds=None, prefixes=None):
             adapters_used.append(adapter)
-            return super().generate(conversations, sampling, adapter, seeds=seeds)
+            return super().generate(conversations, sampling, adapter, seeds=seeds, prefixes=prefixes)
 
     monkeypatch.setattr(vllm_backend, "VLLMBackend", CountingVLLMBackend)
     run = tmp_path / "run"
     assert train(run, *VLLM) == 0
 
-    assert len(engines) == 1  # seed evaluation, grow and the iteration's evaluation share one engine
+    assert len(engines) == 1  # the start's evaluation, grow and the iteration's evaluation share one engine
     policy = json.loads((run / "iter-1" / "done.json").read_text())["policy"]
     assert policy == {"model": "tiny-model", "adapter": "iter-1/policy", "name": "iter-1"}  # relative to the run
     assert (run / "iter-1" / "policy" / "adapter_config.json").exists()
     assert not (run / "iter-1" / "policy" / "model.safetensors").exists()  # an adapter, not a full checkpoint
-    # the seed policy's adapter evaluates itself and grows; then the new adapter is evaluated
-    assert [a for a, _ in itertools.groupby(adapters_used)] == ["seed", "iter-1"]
-    evaluated = {json.loads(line)["policy"] for f in (run / "iter-1" / "eval" / "episodes").glob("*.jsonl")
-                 for line in f.read_text().splitlines()}
+    # the behaviour-cloned adapter evaluates itself and grows; then the new adapter is evaluated
+    assert [a for a, _ in itertools.groupby(adapters_used)] == ["bc", "iter-1"]
+    evaluated = {
+        json.loads(line)["policy"]
+        for f in (run / "iter-1" / "eval" / "episodes").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    }
     assert evaluated == {"iter-1"}
     assert json.loads((run / "iter-1" / "eval" / "eval.json").read_text())["policy"] == "iter-1"

@@ -10,11 +10,11 @@ from typing import Sequence
 import pytest
 
 from agents.base import Agent
+from agents.baselines import OraclePolicy
 from agents.generation import Completion, GenerationBackend, SamplingParams
 from agents.hf_backend import TransformersBackend
-from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos, multi_as_lines, with_reply_lookup
+from agents.llm_assistant import LLMAssistant, compact_system, few_shot_demos, with_reply_lookup
 from agents.llm_user import LLMUser
-from agents.oracle_policy import OraclePolicy
 from agents.scripted_user import UNHELPFUL_REPLY, ScriptedUser
 from agents.tiny_model import build_tiny_model
 from clarify_env.context import render_context
@@ -23,6 +23,7 @@ from clarify_env.dialogue import UserRequest
 from clarify_env.env import ClarifyEnv
 from clarify_env.protocol import Move, answer, clarify, multi, parse_action
 from clarify_env.tasks import Interpretation
+from helpers import defaults_config
 from trainers.cli import main
 from trainers.episodes import read_episodes
 from trainers.models import tiny_corpus
@@ -35,8 +36,14 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=8)
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory: pytest.TempPathFactory) -> TransformersBackend:
     path = build_tiny_model(
-        tmp_path_factory.mktemp("tiny") / "model", tiny_corpus(100), vocab_size=512, hidden_size=64,
-        num_layers=2, num_heads=2, intermediate_size=128, initializer_range=0.1,
+        tmp_path_factory.mktemp("tiny") / "model",
+        tiny_corpus(100),
+        vocab_size=512,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=128,
+        initializer_range=0.1,
     )
     return TransformersBackend(path, device="cpu", batch_size=64)
 
@@ -47,9 +54,9 @@ class CountingBackend(GenerationBackend):
     def __init__(self, inner: GenerationBackend) -> None:
         self.inner, self.tokenizer, self.batch_sizes = inner, inner.tokenizer, []
 
-    def generate(self, conversations, sampling, adapter=None, seeds=None):
+    def generate(self, conversations, sampling, adapter=None, seeds=None, prefixes=None):
         self.batch_sizes.append(len(conversations))
-        return self.inner.generate(conversations, sampling, adapter, seeds=seeds)
+        return self.inner.generate(conversations, sampling, adapter, seeds=seeds, prefixes=prefixes)
 
     def add_adapter(self, name, path):
         self.inner.add_adapter(name, path)
@@ -82,15 +89,29 @@ def play_step_by_step(engine: RolloutEngine, assistant: Agent, user: Agent, inde
         obs, reward, terminated, truncated, info = env.step(message)
         total += reward
         done = terminated or truncated
-    return {"messages": env.messages, "moves": moves, "reward": total, "expected_reward": info["expected_reward"],
-            "outcome": info["outcome"], "interpretation": env.interpretation_index, "task_id": task.id}
+    return {
+        "messages": env.messages,
+        "moves": moves,
+        "reward": total,
+        "expected_reward": info["expected_reward"],
+        "outcome": info["outcome"],
+        "interpretation": env.interpretation_index,
+        "task_id": task.id,
+    }
 
 
 def assert_same_as_step_by_step(engine: RolloutEngine, episodes, assistant: Agent, user: Agent) -> None:
     for i, e in enumerate(episodes):
         ref = play_step_by_step(engine, assistant, user, i)
-        got = {"messages": e.messages, "moves": e.moves, "reward": e.reward, "expected_reward": e.expected_reward,
-               "outcome": e.outcome, "interpretation": e.interpretation, "task_id": e.task_id}
+        got = {
+            "messages": e.messages,
+            "moves": e.moves,
+            "reward": e.reward,
+            "expected_reward": e.expected_reward,
+            "outcome": e.outcome,
+            "interpretation": e.interpretation,
+            "task_id": e.task_id,
+        }
         assert got == ref, e.episode_id
 
 
@@ -121,7 +142,9 @@ def test_sampled_episodes_do_not_depend_on_how_many_envs_share_a_batch(tiny_back
     runs = []
     for num_envs in (1, 5):
         assistant = LLMAssistant(tiny_backend, sampled, prompt_style="compact")
-        engine = RolloutEngine(ENV, assistant, LLMUser(tiny_backend, sampled), num_envs=num_envs, samples_per_group=3, seed=2)
+        engine = RolloutEngine(
+            ENV, assistant, LLMUser(tiny_backend, sampled), num_envs=num_envs, samples_per_group=3, seed=2
+        )
         runs.append([(e.messages, e.assistant_token_ids) for e in engine.run(9, progress=False)])
     assert runs[0] == runs[1]
     assert len({str(m) for m, _ in runs[0]}) > 1  # the samples differ between episodes
@@ -131,8 +154,9 @@ def test_llm_episode_records_token_ids_and_chat(tiny_backend: TransformersBacken
     assistant = LLMAssistant(tiny_backend, GREEDY, prompt_style="compact")
     engine = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=2)
     episode = engine.run(1, progress=False)[0]
-    reference = assistant.generate_batch([engine.envs[0].reset(
-        seed=engine.episode_seed(0), options=dict(zip(("task", "costs"), engine.group(0))))[0]])[0]
+    reference = assistant.generate_batch(
+        [engine.envs[0].reset(seed=engine.episode_seed(0), options=dict(zip(("task", "costs"), engine.group(0))))[0]]
+    )[0]
     assert episode.assistant_token_ids == [list(reference.token_ids)]
     assert episode.chat[0]["role"] == "system" and episode.chat[0]["content"].startswith("question price ")
     assert episode.chat[1:] == episode.messages
@@ -162,24 +186,10 @@ def test_samples_of_a_group_share_task_and_prices() -> None:
         assert len({(m.task_id, json.dumps(m.costs)) for m in members}) == 1
         assert len({m.metadata["seed"] for m in members}) == 4
     assert len({g[0].task_id for g in groups.values()}) == 8
-    again = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=3, samples_per_group=4, seed=9).run(32, progress=False)
+    again = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=3, samples_per_group=4, seed=9).run(
+        32, progress=False
+    )
     assert [e.to_json() for e in again] == [e.to_json() for e in episodes]  # the batching changes nothing
-
-
-def test_price_draws_per_task_play_one_task_at_several_prices() -> None:
-    engine = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=5, samples_per_group=2, seed=9,
-                           price_draws_per_task=3)
-    groups: dict[int, list] = {}
-    for e in engine.run(36, progress=False):
-        groups.setdefault(int(e.group_id.split("-")[0].lstrip("g")), []).append(e)
-    assert sorted(groups) == list(range(18))
-    for t in range(6):  # groups 3t, 3t + 1, 3t + 2: one task, three draws of prices
-        members = [e for g in range(3 * t, 3 * t + 3) for e in groups[g]]
-        assert len({e.task_id for e in members}) == 1
-        assert len({json.dumps(e.costs) for e in members}) == 3
-    assert len({groups[3 * t][0].task_id for t in range(6)}) == 6
-    with pytest.raises(ValueError, match="price_draws_per_task"):
-        RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), price_draws_per_task=0)
 
 
 def test_explore_first_move_opens_each_sample_of_a_group_with_its_own_move(
@@ -187,8 +197,9 @@ def test_explore_first_move_opens_each_sample_of_a_group_with_its_own_move(
 ) -> None:
     sampled = SamplingParams(temperature=1.0, max_new_tokens=8)
     assistant = LLMAssistant(tiny_backend, sampled, prompt_style="compact")
-    engine = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2,
-                           explore_first_move=True)
+    engine = RolloutEngine(
+        ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2, explore_first_move=True
+    )
     episodes = engine.run(12, progress=False)
     for e in episodes:
         tag = ("ANSWER", "MULTI", "CLARIFY")[e.sample_index]
@@ -198,9 +209,11 @@ def test_explore_first_move_opens_each_sample_of_a_group_with_its_own_move(
         assert first["content"].startswith(f"{tag}:")
     clarified = [e for e in episodes if e.first_move == "CLARIFY"]
     assert all(len(e.moves) == 2 for e in clarified)  # only the first message is forced
-    free = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2).run(12, progress=False)
+    free = RolloutEngine(ENV, assistant, ScriptedUser(), num_envs=4, samples_per_group=3, seed=2).run(
+        12, progress=False
+    )
     assert [e.first_move for e in free] != [e.first_move for e in episodes]
-    with pytest.raises(ValueError, match="generate_batch"):
+    with pytest.raises(ValueError, match=r"cannot \(it is not an LLM assistant\)"):
         RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), samples_per_group=3, explore_first_move=True)
 
 
@@ -229,7 +242,9 @@ def test_resume_after_a_kill_loses_nothing_and_writes_no_duplicates(tmp_path: Pa
     assert resumed.stats.episodes == 30 - len(partial)
     on_file = read_episodes(out)
     assert len(on_file) == len({e.episode_id for e in on_file}) == 30
-    uninterrupted = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=4, seed=3).run(30, tmp_path / "u.jsonl", progress=False)
+    uninterrupted = RolloutEngine(ENV, OraclePolicy(), ScriptedUser(), num_envs=4, seed=3).run(
+        30, tmp_path / "u.jsonl", progress=False
+    )
     by_id = {e.episode_id: e.to_json() for e in on_file}
     assert by_id == {e.episode_id: e.to_json() for e in uninterrupted}
     assert [e.to_json() for e in episodes] == [e.to_json() for e in uninterrupted]
@@ -269,7 +284,9 @@ def test_llm_user_extracts_multi_with_the_model_and_answer_directly(beast_task) 
     calls = []
     user = LLMUser(FixedBackend(lambda c: calls.append(c) or " Ron Perlman "))
     enumeration = multi([("1987 series", "Ron Perlman"), ("2012 series", "Jay Ryan")])
-    texts = user.act_batch([_request(beast_task, "extract", answer("Jay Ryan")), _request(beast_task, "extract", enumeration)])
+    texts = user.act_batch(
+        [_request(beast_task, "extract", answer("Jay Ryan")), _request(beast_task, "extract", enumeration)]
+    )
     assert texts == ["Jay Ryan", "Ron Perlman"] and len(calls) == 1
     silent = LLMUser(FixedBackend(lambda c: "  "))
     assert silent.act_batch([_request(beast_task, "extract", enumeration)]) == ["Ron Perlman"]  # scripted fallback
@@ -277,7 +294,7 @@ def test_llm_user_extracts_multi_with_the_model_and_answer_directly(beast_task) 
 
 def test_llm_assistant_bad_output_is_a_protocol_error_in_the_record() -> None:
     assistant = LLMAssistant(FixedBackend(lambda c: "  I think it is probably Bob.  "))
-    engine = RolloutEngine({**ENV, "protocol_error_penalty": 0.25}, assistant, ScriptedUser(), num_envs=3)
+    engine = RolloutEngine({**ENV, "rules": {"protocol_error_penalty": 0.25}}, assistant, ScriptedUser(), num_envs=3)
     episodes = engine.run(5, progress=False)
     for e in episodes:
         assert e.outcome == "protocol_error" and e.moves == ["ERROR"]
@@ -289,8 +306,7 @@ def test_llm_assistant_bad_output_is_a_protocol_error_in_the_record() -> None:
 def test_compact_prompt_shows_prices_digits_and_meanings(beast_task) -> None:
     text = compact_system(Costs(0.237, 0.0123), beast_task.context)
     assert text == (
-        "question price 0.237\nword price 0.0123\n"
-        "70% 1987 series: Ron Perlman\n30% 2012 series: Jay Ryan\n"
+        "question price 0.237\nword price 0.0123\n70% 1987 series: Ron Perlman\n30% 2012 series: Jay Ryan\n"
     )
     env = ClarifyEnv(**ENV)
     obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123}})
@@ -307,8 +323,9 @@ def test_compact_prompt_lists_the_likeliest_meaning_first() -> None:
 
 def test_reply_lookup_puts_the_named_meaning_under_the_reply(beast_task) -> None:
     env = ClarifyEnv(**ENV)
-    obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123},
-                                        "interpretation": 1})
+    obs, _ = env.reset(
+        seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123}, "interpretation": 1}
+    )
     obs, *_ = env.step("CLARIFY: Which series, the 1987 one or the 2012 one?")
     reply = obs["messages"][-1]["content"]
     assert "2012" in reply and "Jay Ryan" not in reply
@@ -317,61 +334,18 @@ def test_reply_lookup_puts_the_named_meaning_under_the_reply(beast_task) -> None
     assert chat[1]["content"] == beast_task.query  # the question itself names no meaning: unchanged
     # Off by default, and a reply that names no meaning gets nothing.
     assert LLMAssistant(FixedBackend(str), prompt_style="compact").conversation(obs)[-1]["content"] == reply
-    turns = [{"role": "user", "content": beast_task.query}, {"role": "assistant", "content": "CLARIFY: ?"},
-             {"role": "user", "content": "I'm not sure what you are asking."}]
+    turns = [
+        {"role": "user", "content": beast_task.query},
+        {"role": "assistant", "content": "CLARIFY: ?"},
+        {"role": "user", "content": "I'm not sure what you are asking."},
+    ]
     assert with_reply_lookup(turns, beast_task.context) == turns
     # The chat only grows from turn to turn (SFT trains on the last one as a whole).
     obs2, *_ = env.step("ANSWER: Jay Ryan")
-    assert LLMAssistant(FixedBackend(str), prompt_style="compact", reply_lookup=True).conversation(obs2)[:len(chat)] == chat
-
-
-def test_multi_lines_lays_a_multi_out_like_the_meaning_lines_and_scores_the_same(beast_task) -> None:
-    inline = multi([("1987 series", "Ron Perlman"), ("2012 series", "Jay Ryan")])
-    lines = multi_as_lines(inline)
-    assert lines == "MULTI:\n1987 series: Ron Perlman\n2012 series: Jay Ryan"
-    assert multi_as_lines(lines) == lines and parse_action(lines).items == parse_action(inline).items
-    for other in ("ANSWER: Ron Perlman", "CLARIFY: Which one?", "no tag at all"):
-        assert multi_as_lines(other) == other
-    # The env scores both layouts alike (same items, same words).
-    outcomes = []
-    for message in (inline, lines):
-        env = ClarifyEnv(**ENV)
-        env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.2, "word": 0.01}, "interpretation": 1})
-        _, reward, terminated, _, info = env.step(message)
-        outcomes.append((reward, terminated, {k: v for k, v in info.items() if k != "transcript"}))
-    assert outcomes[0] == outcomes[1] and outcomes[0][1]
-    # Each item is its prompt line without the share: a copy, end of line included.
-    prompt_lines = compact_system(Costs(0.2, 0.01), beast_task.context).splitlines()[2:]
-    assert [line.split("% ", 1)[1] for line in prompt_lines] == lines.splitlines()[1:]
-    # Taught messages (worked examples here) take the layout; off by default and in the full style.
-    taught = LLMAssistant(FixedBackend(str), prompt_style="compact", multi_lines=True, few_shot=3,
-                          few_shot_format="turns")
-    demo_multis = [m["content"] for m in taught.conversation({**_observation(beast_task)})
-                   if m["role"] == "assistant" and m["content"].startswith("MULTI")]
-    assert len(demo_multis) == 1 and "\n" in demo_multis[0] and ";" not in demo_multis[0]
-    assert LLMAssistant(FixedBackend(str), prompt_style="compact").taught_message(inline) == inline
-    assert LLMAssistant(FixedBackend(str), prompt_style="full", multi_lines=True).taught_message(inline) == inline
-
-
-def _observation(task) -> dict:
-    env = ClarifyEnv(**ENV)
-    obs, _ = env.reset(seed=0, options={"task": task, "costs": {"question": 0.2, "word": 0.01}})
-    return obs
-
-
-@pytest.mark.parametrize("few_shot_format", ["system", "turns"])
-def test_prices_last_moves_the_price_lines_after_the_question(beast_task, few_shot_format) -> None:
-    env = ClarifyEnv(**ENV)
-    obs, _ = env.reset(seed=0, options={"task": beast_task, "costs": {"question": 0.237, "word": 0.0123}})
-    assistant = LLMAssistant(FixedBackend(str), prompt_style="compact", prices_last=True, few_shot=2,
-                             few_shot_format=few_shot_format)
-    chat = assistant.conversation(obs)
-    assert chat[-1]["role"] == "user" and chat[-1]["content"].endswith(
-        f"{beast_task.query}\nquestion price 0.237\nword price 0.0123")
-    text = "\n".join(m["content"] for m in chat)
-    assert text.count("question price 0.237") == 1  # not also at the top
-    # Every worked example shows its own prices too, in the same place.
-    assert text.count("question price") == 3 if few_shot_format == "turns" else text.count("question price") >= 3
+    assert (
+        LLMAssistant(FixedBackend(str), prompt_style="compact", reply_lookup=True).conversation(obs2)[: len(chat)]
+        == chat
+    )
 
 
 def test_few_shot_examples_are_deterministic_and_show_every_move() -> None:
@@ -380,17 +354,28 @@ def test_few_shot_examples_are_deterministic_and_show_every_move() -> None:
     obs, _ = ClarifyEnv(**ENV).reset(seed=5)
     system = LLMAssistant(FixedBackend(str), few_shot=3).conversation(obs)[0]["content"]
     assert system.startswith(obs["system"]) and "Example 3" in system and "Assistant: CLARIFY:" in system
-    turns = LLMAssistant(FixedBackend(str), prompt_style="compact", few_shot=2, few_shot_format="turns").conversation(obs)
+    turns = LLMAssistant(FixedBackend(str), prompt_style="compact", few_shot=2, few_shot_format="turns").conversation(
+        obs
+    )
     assert [m["role"] for m in turns] == ["user", "assistant", "user", "assistant", "user"]
     assert turns[-1]["content"].endswith(obs["query"]) and turns[-1]["content"].startswith("question price")
 
 
-def test_rollout_command_builds_the_tiny_model_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = ["rollout", "--episodes", "6", "--quiet", f"run_dir={tmp_path}", "rollout.num_envs=4",
-            "sampling.max_new_tokens=4", "assistant.prompt_style=compact", "user.kind=llm"]
-    assert main(args) == 0
+def test_rollout_command_builds_the_tiny_model_and_resumes(tmp_path: Path) -> None:
+    config = defaults_config(tmp_path)
+    args = [
+        "--quiet",
+        f"run_dir={tmp_path}",
+        "rollout.num_envs=4",
+        "sampling.max_new_tokens=4",
+        "assistant.prompt_style=compact",
+        "user.kind=llm",
+    ]
+    assert main(["rollout", config, "--episodes", "6", "--summary-json", str(tmp_path / "a.json"), *args]) == 0
     assert (tmp_path / "tiny-model" / "config.json").exists() and (tmp_path / "rollout_config.yaml").exists()
-    assert "6 episodes | ANSWER" in capsys.readouterr().out
-    assert main([*args[:2], "8", *args[3:]]) == 0
-    assert "this call: 2 new episodes" in capsys.readouterr().out
-    assert len(read_episodes(tmp_path / "episodes.jsonl")) == 8
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert first["episodes"] == 6 and abs(sum(first["move_mix"].values()) - 1) < 1e-9
+    before = read_episodes(tmp_path / "episodes.jsonl")
+    assert main(["rollout", config, "--episodes", "8", *args]) == 0
+    after = read_episodes(tmp_path / "episodes.jsonl")
+    assert len(after) == 8 and [e.to_json() for e in after[:6]] == [e.to_json() for e in before]  # 2 new ones

@@ -12,23 +12,39 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import OraclePolicy, ScriptedUser
 from agents.llm_assistant import compact_system
-from clarify_env.costs import Costs
 from agents.tiny_model import build_tiny_model
+from clarify_env.costs import Costs
+from helpers import NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE, defaults_config
 from trainers.config import SFTConfig
 from trainers.rollout import RolloutEngine
-from model_support import NO_SYSTEM_TEMPLATE, THINKING_TEMPLATE
-from trainers.sft import (
-    IGNORE, METRICS_FILE, PackingUnsupported, StepPlan, build_sft_examples, latest_checkpoint, pack_rows, train_sft,
+from trainers.sft import IGNORE, METRICS_FILE, build_sft_examples, collate, pack_rows, train_sft
+from trainers.sft.checkpoints import CheckpointError, latest_checkpoint
+from trainers.sft.examples import example_weights, label_weights
+from trainers.sft.losses import (
+    PackingUnsupported,
+    check_packing,
+    label_token_loss_sum,
+    supports_label_positions,
+    token_loss_sum,
+    token_losses,
 )
+
+CPU = torch.device("cpu")
+
+
+def weight_sum(example, move_tag_weight):
+    return sum(example_weights(example, move_tag_weight)[1:])
+
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cpu_only():
-    """On the CPU (where training is deterministic, and no bf16) even on a GPU machine."""
+    """On the CPU (where training is deterministic), and no bf16 unless asked for, whatever the machine."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.cuda, "is_available", lambda: False)
+        patch.setattr("trainers.sft.loop.native_bf16", lambda device: False)
         yield
 
 
@@ -42,8 +58,9 @@ class CompactOracle(OraclePolicy):
 
 @pytest.fixture(scope="module")
 def episodes():
-    engine = RolloutEngine({"source": "synthetic"}, CompactOracle(), ScriptedUser(), num_envs=16, samples_per_group=1,
-                           seed=3)
+    engine = RolloutEngine(
+        {"source": "synthetic"}, CompactOracle(), ScriptedUser(), num_envs=16, samples_per_group=1, seed=3
+    )
     return engine.run(24, progress=False)
 
 
@@ -51,7 +68,12 @@ def episodes():
 def tiny(tmp_path_factory, episodes):
     corpus = [m["content"] for e in episodes for m in e.chat]
     return build_tiny_model(
-        tmp_path_factory.mktemp("tiny"), corpus, vocab_size=400, hidden_size=32, num_layers=2, num_heads=2,
+        tmp_path_factory.mktemp("tiny"),
+        corpus,
+        vocab_size=400,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
         intermediate_size=64,
     )
 
@@ -95,8 +117,12 @@ def test_labels_are_exactly_the_assistant_turns_with_their_end_token(episodes, t
     for episode, example in zip(episodes, examples):
         wanted = [m["content"] + "<|end|>" for m in episode.chat if m["role"] == "assistant"]
         assert labelled_runs(example, tokenizer) == wanted
-        assert example.input_ids == tokenizer(tokenizer.apply_chat_template(episode.chat, tokenize=False),
-                                              add_special_tokens=False)["input_ids"]
+        assert (
+            example.input_ids
+            == tokenizer(tokenizer.apply_chat_template(episode.chat, tokenize=False), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
 
 
 def test_a_template_without_system_role_trains_on_the_system_text_in_the_first_user_turn(episodes, tiny):
@@ -112,8 +138,9 @@ def test_a_template_without_system_role_trains_on_the_system_text_in_the_first_u
         text = tokenizer.decode(example.input_ids)
         assert text.startswith(f"<|user|>{system}\n\n{user}<|end|>") and "<|system|>" not in text
         assert text == render_chat(tokenizer, episode.chat)
-        assert labelled_runs(example, tokenizer) == [m["content"] + "<|end|>" for m in episode.chat
-                                                      if m["role"] == "assistant"]
+        assert labelled_runs(example, tokenizer) == [
+            m["content"] + "<|end|>" for m in episode.chat if m["role"] == "assistant"
+        ]
 
 
 def test_a_template_that_rewrites_past_turns_trains_each_turn_on_its_own_prompt(episodes, tiny):
@@ -143,8 +170,14 @@ def test_worked_example_turns_get_no_labels(episodes, tokenizer):
     from agents.llm_assistant import LLMAssistant
 
     prompt = LLMAssistant(None, prompt_style="compact", few_shot=2, few_shot_format="turns")
-    env_obs = {"system": "", "context": "", "costs": [0.1, 0.01], "questions_asked": 0,
-               "messages": [{"role": "user", "content": "Who won?"}], "query": "Who won?"}
+    env_obs = {
+        "system": "",
+        "context": "",
+        "costs": [0.1, 0.01],
+        "questions_asked": 0,
+        "messages": [{"role": "user", "content": "Who won?"}],
+        "query": "Who won?",
+    }
     chat = [*prompt.conversation(env_obs), {"role": "assistant", "content": "ANSWER: Ron"}]
     assert sum(1 for m in chat if m["role"] == "assistant" and m.get("example")) >= 2
     example = build_sft_examples([replace(episodes[0], chat=chat)], tokenizer, max_length=4096)[0]
@@ -163,8 +196,16 @@ def test_overlong_episodes_are_dropped_and_none_left_is_an_error(episodes, token
 def test_lora_training_lowers_the_loss_and_saves_a_loadable_adapter(tiny, examples, tmp_path):
     from peft import PeftModel
 
-    config = SFTConfig(lora=True, lora_rank=8, lora_alpha=16, learning_rate=1e-2, epochs=10, batch_size=1,
-                       warmup_ratio=0.0, logging_steps=4)
+    config = SFTConfig(
+        lora=True,
+        lora_rank=8,
+        lora_alpha=16,
+        learning_rate=1e-2,
+        epochs=10,
+        batch_size=1,
+        warmup_ratio=0.0,
+        logging_steps=4,
+    )
     result = train_sft(tiny, examples[:4], tmp_path / "adapter", config)
     curve = [r["loss"] for r in result.metrics["loss_curve"]]
     assert curve[-1] < curve[0] - 0.1
@@ -185,35 +226,16 @@ def test_lora_training_lowers_the_loss_and_saves_a_loadable_adapter(tiny, exampl
 def test_gradient_checkpointing_changes_nothing_but_memory(tiny, examples, tmp_path):
     losses = []
     for checkpointing in (False, True):
-        config = SFTConfig(lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, logging_steps=1,
-                           gradient_checkpointing=checkpointing)
-        losses.append([r["loss"] for r in train_sft(tiny, examples[:4], tmp_path / str(checkpointing), config)
-                       .metrics["loss_curve"]])
+        config = SFTConfig(
+            lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, logging_steps=1, gradient_checkpointing=checkpointing
+        )
+        losses.append(
+            [
+                r["loss"]
+                for r in train_sft(tiny, examples[:4], tmp_path / str(checkpointing), config).metrics["loss_curve"]
+            ]
+        )
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
-
-
-def test_group_by_length_batches_similar_lengths_and_still_covers_every_example_once():
-    lengths = [int(x) for x in torch.randint(5, 200, (1000,), generator=torch.Generator().manual_seed(0))]
-    config = SFTConfig(batch_size=8, epochs=2, group_by_length=True, seed=3)
-    plan = StepPlan.make(len(lengths), config, 1, lengths)
-    plain = StepPlan.make(len(lengths), SFTConfig(batch_size=8, epochs=2, seed=3), 1, lengths)
-    assert plain.lengths is None and plan.total_steps == plain.total_steps == 250
-
-    def padded(p, epoch):
-        steps = range(epoch * p.steps_per_epoch, (epoch + 1) * p.steps_per_epoch)
-        return [p.examples(s) for s in steps]
-
-    for epoch in (0, 1):
-        grouped = padded(plan, epoch)
-        assert sorted(i for b in grouped for i in b) == list(range(1000))  # every example once an epoch
-        width = sum(len(b) * max(lengths[i] for i in b) for b in grouped)
-        plain_width = sum(len(b) * max(lengths[i] for i in b) for b in padded(plain, epoch))
-        assert width < 0.7 * plain_width  # far less padding
-        # the batch order is shuffled: not sorted by length across the epoch
-        widths = [max(lengths[i] for i in b) for b in grouped]
-        assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
-    assert padded(plan, 0) != padded(plan, 1)
-    assert padded(StepPlan.make(len(lengths), config, 1, lengths), 0) == padded(plan, 0)  # deterministic
 
 
 def test_pack_rows_fills_rows_first_fit_decreasing_and_places_every_item_once():
@@ -226,22 +248,20 @@ def test_pack_rows_fills_rows_first_fit_decreasing_and_places_every_item_once():
 
 
 def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tiny, examples):
-    from trainers.sft import _collate, _collate_packed, _token_loss_sum, check_packing
-
     model = AutoModelForCausalLM.from_pretrained(tiny)
     batch = list(examples[:12])
-    padded, packed = _collate(batch, 0, torch.device("cpu")), _collate_packed(batch, 0, 256, torch.device("cpu"))
+    padded, packed = collate(batch, 0, CPU), collate(batch, 0, CPU, packing=True, capacity=256)
     assert packed["input_ids"].numel() < padded["input_ids"].numel()
     assert (packed["labels"] != IGNORE).sum() == sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in batch)
     grads = []
     for b in (padded, packed):
         model.zero_grad()
-        loss = _token_loss_sum(model, b)
+        loss = token_loss_sum(model, b)
         loss.backward()
         grads.append((loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-4)
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
-    check_packing(model, batch, 0, 256, torch.device("cpu"))  # passes on a model that honours position_ids
+    check_packing(model, batch, 0, 256, CPU)  # passes on a model that honours position_ids
 
     # a model whose attention ignores position_ids (tokens attend across packed examples) is refused
     original = model.model.forward
@@ -251,25 +271,25 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tin
 
     model.model.forward = ignore_positions
     with pytest.raises(PackingUnsupported, match="sft.packing=false"):
-        check_packing(model, batch, 0, 256, torch.device("cpu"))
+        check_packing(model, batch, 0, 256, CPU)
 
 
 def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradients(tiny, examples, tmp_path):
     """The label-only output layer (the prompt's logits never made) is exact for full fine-tuning
-    and LoRA, is refused for a model that changes its logits after the output layer, and training
-    with it follows the curve of the full forward."""
+    and LoRA, is not used for a model that changes its logits after the output layer, and training
+    with it follows the curve of the full forward (sft.label_positions_only)."""
     from peft import LoraConfig, get_peft_model
 
-    from trainers.sft import _collate_packed, _label_token_loss_sum, _token_loss_sum, label_logits_match
-
-    batch = _collate_packed(list(examples[:12]), 0, 256, torch.device("cpu"))
+    batch = collate(list(examples[:12]), 0, CPU, packing=True, capacity=256)
     full_model = AutoModelForCausalLM.from_pretrained(tiny)
-    lora_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny),
-                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     for model in (full_model, lora_model):
-        assert label_logits_match(model, batch)
+        assert supports_label_positions(model)
         results = []
-        for loss_sum in (_token_loss_sum, _label_token_loss_sum):
+        for loss_sum in (token_loss_sum, label_token_loss_sum):
             model.zero_grad()
             loss = loss_sum(model, batch)
             loss.backward()
@@ -281,92 +301,82 @@ def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradie
             assert torch.allclose(results[1][1][name], grad, rtol=1e-4, atol=1e-6 * grad.abs().max().item()), name
 
     softcapped = AutoModelForCausalLM.from_pretrained(tiny)
-    softcapped.config.final_logit_softcapping = 30.0
-    assert not label_logits_match(softcapped, batch)
-    scaled = AutoModelForCausalLM.from_pretrained(tiny)
-    plain_forward = scaled.forward
-
-    def doubled_logits(*args, **kwargs):
-        out = plain_forward(*args, **kwargs)
-        out.logits = out.logits * 2
-        return out
-
-    scaled.forward = doubled_logits  # logits changed after the output layer: the losses differ
-    assert not label_logits_match(scaled, batch)
+    softcapped.config.final_logit_softcapping = 30.0  # Gemma-2: logits changed after the output layer
+    assert not supports_label_positions(softcapped)
 
     curves = {}
-    config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=True)
-    result = train_sft(tiny, examples[:16], tmp_path / "label-only", config)
-    assert result.metrics["label_logits_only"] is True
-    curves["label-only"] = [r["loss"] for r in result.metrics["loss_curve"]]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("trainers.sft.label_logits_match", lambda model, batch: False)
-        result = train_sft(tiny, examples[:16], tmp_path / "full", config)
-    assert result.metrics["label_logits_only"] is False
-    curves["full"] = [r["loss"] for r in result.metrics["loss_curve"]]
-    assert len(curves["full"]) == 4
-    assert curves["label-only"] == pytest.approx(curves["full"], rel=1e-4)
+    for only in (True, False):
+        config = SFTConfig(
+            lora=False,
+            learning_rate=1e-3,
+            epochs=2,
+            batch_size=8,
+            logging_steps=1,
+            packing=True,
+            label_positions_only=only,
+        )
+        result = train_sft(tiny, examples[:16], tmp_path / str(only), config)
+        assert result.metrics["label_positions_only"] is only
+        curves[only] = [r["loss"] for r in result.metrics["loss_curve"]]
+    assert len(curves[False]) == 4
+    assert curves[True] == pytest.approx(curves[False], rel=1e-4)
 
 
-def test_turn_start_weight_scales_the_loss_of_each_assistant_turns_first_token(tiny, examples):
-    """sft.turn_start_weight: the move tag opening each assistant turn weighs w, the turn's other
+def test_move_tag_weight_scales_the_loss_of_each_assistant_turns_first_token(tiny, examples):
+    """sft.move_tag_weight: the move tag opening each assistant turn weighs w, the turn's other
     tokens 1, the prompt 0 -- the same in padded and packed batches and on both output paths."""
-    from trainers.sft import (
-        _collate, _collate_packed, _label_token_loss_sum, _label_weight_sum, _token_loss_sum, _token_losses,
-        label_weights,
-    )
-
     assert label_weights([IGNORE, IGNORE, 7, 8, 9, IGNORE, 4, 5], 3.0) == [0, 0, 3, 1, 1, 0, 3, 1]
     # an episode with a clarification: two assistant turns, each opening with its move tag
-    two_turns = next(e for e in examples if sum(
-        1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2)
+    two_turns = next(
+        e for e in examples if sum(1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2
+    )
     starts = [i for i, x in enumerate(two_turns.labels) if x != IGNORE and two_turns.labels[i - 1] == IGNORE]
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     assert [tokenizer.decode([two_turns.input_ids[i]]).strip() for i in starts][:1] == ["CLARIFY"]
-    assert _label_weight_sum(two_turns, 3.0) == pytest.approx(_label_weight_sum(two_turns, 1.0) + 2 * 2.0)
+    assert weight_sum(two_turns, 3.0) == pytest.approx(weight_sum(two_turns, 1.0) + 2 * 2.0)
 
     model = AutoModelForCausalLM.from_pretrained(tiny)
     batch = list(examples[:12])
     with torch.no_grad():
-        plain = _collate(batch, 0, torch.device("cpu"))
-        weighted = _collate(batch, 0, torch.device("cpu"), turn_start_weight=3.0)
-        by_hand = (_token_losses(model, plain) * torch.tensor(
-            [label_weights(row, 3.0)[1:] for row in plain["labels"].tolist()])).sum()
-        packed = _collate_packed(batch, 0, 256, torch.device("cpu"), turn_start_weight=3.0)
-        losses = [_token_loss_sum(model, weighted), _token_loss_sum(model, packed), _label_token_loss_sum(model, packed)]
-        unweighted = _token_loss_sum(model, plain)
+        plain = collate(batch, 0, CPU)
+        weighted = collate(batch, 0, CPU, move_tag_weight=3.0)
+        by_hand = (
+            token_losses(model, plain) * torch.tensor([label_weights(row, 3.0)[1:] for row in plain["labels"].tolist()])
+        ).sum()
+        packed = collate(batch, 0, CPU, packing=True, capacity=256, move_tag_weight=3.0)
+        losses = [token_loss_sum(model, weighted), token_loss_sum(model, packed), label_token_loss_sum(model, packed)]
+        unweighted = token_loss_sum(model, plain)
     assert losses[0] > unweighted
     for loss in losses:
         assert loss.item() == pytest.approx(by_hand.item(), rel=1e-4)
 
 
 def test_a_move_weight_replaces_the_first_move_tags_weight_only(tiny, examples):
-    """SFTExample.move_weight (rest.seed_mix_move_weight): the first assistant turn's move tag
-    weighs move_weight, every later turn's tag still turn_start_weight; padded and packed alike."""
+    """SFTExample.move_weight (replayed dialogues: 0): the first assistant turn's move tag weighs
+    move_weight, every later turn's tag still move_tag_weight; padded and packed alike."""
     from dataclasses import replace
-
-    from trainers.sft import _collate, _collate_packed, _label_weight_sum, _token_loss_sum, _token_losses, label_weights
 
     assert label_weights([IGNORE, IGNORE, 7, 8, IGNORE, 4, 5], 3.0, 0.0) == [0, 0, 0, 1, 0, 3, 1]
     assert label_weights([IGNORE, 7, 8], 3.0, 0.5) == [0, 0.5, 1]
-    two_turns = next(e for e in examples if sum(
-        1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2)
+    two_turns = next(
+        e for e in examples if sum(1 for i, x in enumerate(e.labels) if x != IGNORE and e.labels[i - 1] == IGNORE) == 2
+    )
     untaught = replace(two_turns, move_weight=0.0)
-    assert _label_weight_sum(untaught, 3.0) == pytest.approx(_label_weight_sum(two_turns, 3.0) - 3.0)
-    # Built from episodes: the weight lands on each episode's first example only.
+    assert weight_sum(untaught, 3.0) == pytest.approx(weight_sum(two_turns, 3.0) - 3.0)
     model = AutoModelForCausalLM.from_pretrained(tiny)
     batch = [replace(e, move_weight=0.0) if k % 2 else e for k, e in enumerate(examples[:12])]
     expected = [label_weights(e.labels, 3.0, e.move_weight) for e in batch]
     with torch.no_grad():
-        padded = _collate(batch, 0, torch.device("cpu"), turn_start_weight=3.0)
+        padded = collate(batch, 0, CPU, move_tag_weight=3.0)
         width = padded["labels"].shape[1]
-        by_hand = (_token_losses(model, padded) * torch.tensor(
-            [(w + [0.0] * (width - len(w)))[1:] for w in expected])).sum()
-        packed = _collate_packed(batch, 0, 256, torch.device("cpu"), turn_start_weight=3.0)
-        assert _token_loss_sum(model, padded).item() == pytest.approx(by_hand.item(), rel=1e-4)
-        assert _token_loss_sum(model, packed).item() == pytest.approx(by_hand.item(), rel=1e-4)
-        # With turn_start_weight 1, a move weight alone still makes the batch weighted.
-        alone = _collate([batch[1]], 0, torch.device("cpu"))
+        by_hand = (
+            token_losses(model, padded) * torch.tensor([(w + [0.0] * (width - len(w)))[1:] for w in expected])
+        ).sum()
+        packed = collate(batch, 0, CPU, packing=True, capacity=256, move_tag_weight=3.0)
+        assert token_loss_sum(model, padded).item() == pytest.approx(by_hand.item(), rel=1e-4)
+        assert token_loss_sum(model, packed).item() == pytest.approx(by_hand.item(), rel=1e-4)
+        # With move_tag_weight 1, a move weight alone still makes the batch weighted.
+        alone = collate([batch[1]], 0, CPU)
         assert "weights" in alone and alone["weights"].tolist()[0] == label_weights(batch[1].labels, 1.0, 0.0)
 
 
@@ -382,8 +392,9 @@ def test_packed_training_follows_the_padded_loss_curve(tiny, examples, tmp_path)
     curves = []
     for packing in (False, True):
         config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=packing)
-        curves.append([r["loss"] for r in train_sft(tiny, examples[:16], tmp_path / str(packing), config)
-                       .metrics["loss_curve"]])
+        curves.append(
+            [r["loss"] for r in train_sft(tiny, examples[:16], tmp_path / str(packing), config).metrics["loss_curve"]]
+        )
     assert len(curves[0]) == 4
     assert curves[1] == pytest.approx(curves[0], rel=1e-3)
 
@@ -394,8 +405,9 @@ def test_bf16_mixed_precision_on_the_cpu_packs_and_follows_the_float32_curve(tin
     float32 curve, and the saved weights stay float32."""
     curves = []
     for bf16 in (False, True):
-        config = SFTConfig(lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=True,
-                           bf16=bf16)
+        config = SFTConfig(
+            lora=False, learning_rate=1e-3, epochs=2, batch_size=8, logging_steps=1, packing=True, bf16=bf16
+        )
         result = train_sft(tiny, examples[:16], tmp_path / str(bf16), config)
         assert result.metrics["bf16"] is bf16
         curves.append([r["loss"] for r in result.metrics["loss_curve"]])
@@ -422,8 +434,16 @@ def weights(path):
 
 
 def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tiny, examples, tmp_path):
-    config = SFTConfig(lora=True, lora_rank=4, lora_dropout=0.2, learning_rate=1e-2, epochs=3, batch_size=4,
-                       grad_accumulation=2, logging_steps=1)
+    config = SFTConfig(
+        lora=True,
+        lora_rank=4,
+        lora_dropout=0.2,
+        learning_rate=1e-2,
+        epochs=3,
+        batch_size=4,
+        grad_accumulation=2,
+        logging_steps=1,
+    )
     train_sft(tiny, examples[:16], tmp_path / "straight", config)
 
     def kill_after_first_epoch(record):  # two steps an epoch: step 3 is in the second epoch
@@ -453,7 +473,7 @@ def test_resume_refuses_a_checkpoint_of_other_data(tiny, examples, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_sft(tiny, examples[:8], tmp_path / "out", config, on_log=kill)
-    with pytest.raises(ValueError, match="other data or settings"):
+    with pytest.raises(CheckpointError, match="other data or settings"):
         train_sft(tiny, examples[8:16], tmp_path / "out", config, resume=True)
 
 
@@ -462,20 +482,49 @@ def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes,
     process accumulating 2 micro-batches (no dropout, so the runs are comparable)."""
     path = tmp_path / "episodes.jsonl"
     path.write_text("".join(e.to_json() + "\n" for e in episodes[:16]))
-    overrides = ["sft.lora_rank=4", "sft.lora_dropout=0.0", "sft.epochs=2", "sft.batch_size=4", "sft.logging_steps=1",
-                 "sft.learning_rate=0.01", "sft.max_length=512"]
+    overrides = [
+        "sft.lora_rank=4",
+        "sft.lora_dropout=0.0",
+        "sft.epochs=2",
+        "sft.batch_size=4",
+        "sft.logging_steps=1",
+        "sft.learning_rate=0.01",
+        "sft.max_length=512",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "trainers.cli", "sft", "--episodes", str(path), "--model", str(tiny), "--out", str(tmp_path / "ddp"),
-           *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "trainers.cli",
+        "sft",
+        defaults_config(tmp_path),
+        "--episodes",
+        str(path),
+        "--model",
+        str(tiny),
+        "--out",
+        str(tmp_path / "ddp"),
+        *overrides,
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / METRICS_FILE).read_text())
     assert ddp["processes"] == 2
 
-    single = SFTConfig(lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, grad_accumulation=2, logging_steps=1,
-                       learning_rate=0.01)
+    single = SFTConfig(
+        lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, grad_accumulation=2, logging_steps=1, learning_rate=0.01
+    )
     one = train_sft(tiny, examples[:16], tmp_path / "one", single).metrics
     assert [r["step"] for r in ddp["loss_curve"]] == [r["step"] for r in one["loss_curve"]] == [1, 2, 3, 4]
     for a, b in zip(ddp["loss_curve"], one["loss_curve"]):
@@ -483,8 +532,16 @@ def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes,
 
 
 def test_muon_trains_the_hidden_matrices_and_resumes_to_the_same_weights(tiny, examples, tmp_path):
-    config = SFTConfig(lora=False, optimizer="muon", learning_rate=3e-3, weight_decay=0.1, epochs=3, batch_size=4,
-                       warmup_ratio=0.0, logging_steps=1)
+    config = SFTConfig(
+        lora=False,
+        optimizer="muon",
+        learning_rate=3e-3,
+        weight_decay=0.1,
+        epochs=3,
+        batch_size=4,
+        warmup_ratio=0.0,
+        logging_steps=1,
+    )
     straight = train_sft(tiny, examples[:8], tmp_path / "straight", config)
     curve = [r["loss"] for r in straight.metrics["loss_curve"]]
     assert curve[-1] < curve[0]
@@ -505,7 +562,7 @@ def test_muon_trains_the_hidden_matrices_and_resumes_to_the_same_weights(tiny, e
 
 
 def test_batched_muon_takes_torch_muons_steps():
-    from trainers.optim import BatchedMuon
+    from trainers.sft.optim import BatchedMuon
 
     torch.manual_seed(0)
     shapes = [(16, 8), (16, 8), (8, 24), (32, 32)]  # two of one shape (one batch), a wide and a square matrix

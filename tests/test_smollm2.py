@@ -11,15 +11,16 @@ from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
 from agents.model_fetch import fetch_model
 from agents.vllm_backend import VLLMBackend
-
-from model_support import require_vllm
+from helpers import require_vllm
 
 pytestmark = pytest.mark.slow
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "system", "content": "Answer in one short sentence."},
-     {"role": "user", "content": "Who played the Beast in the 1987 Beauty and the Beast TV show?"}],
+    [
+        {"role": "system", "content": "Answer in one short sentence."},
+        {"role": "user", "content": "Who played the Beast in the 1987 Beauty and the Beast TV show?"},
+    ],
     [{"role": "user", "content": "What is 2 + 2?"}],
 ]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)
@@ -44,8 +45,14 @@ def test_fetch_is_cached_and_the_checkpoint_talks_sense(smollm2: Path, hf_output
 @pytest.fixture(scope="module")
 def vllm_backend(smollm2: Path) -> Iterator[VLLMBackend]:
     require_vllm()
-    backend = VLLMBackend(smollm2, dtype="float32", max_model_len=1024, enable_lora=False, enforce_eager=True,
-                          kv_cache_memory_bytes=256 << 20)
+    backend = VLLMBackend(
+        smollm2,
+        dtype="float32",
+        max_model_len=1024,
+        enable_lora=False,
+        enforce_eager=True,
+        kv_cache_memory_bytes=256 << 20,
+    )
     yield backend
     backend.close()
 
@@ -55,3 +62,48 @@ def test_vllm_greedy_matches_transformers_on_smollm2(vllm_backend: VLLMBackend, 
     vllm_outputs = vllm_backend.generate(CONVERSATIONS, GREEDY)
     assert [[c.token_ids for c in v] for v in vllm_outputs] == [[c.token_ids for c in h] for h in hf_outputs]
     assert [[c.text for c in v] for v in vllm_outputs] == [[c.text for c in h] for h in hf_outputs]
+
+
+CLARIFYINGQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
+
+
+def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_user(tmp_path: Path) -> None:
+    """configs/smollm2_clarifyingqa.yaml at a few episodes a stage: behaviour cloning on human
+    clarifications, self-play with the LLM user, the LoRA improve step, evaluation on the dev split."""
+    import json
+
+    from trainers.cli import main
+    from trainers.episodes import read_episodes
+
+    if not CLARIFYINGQA.exists():
+        pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
+    config = Path(__file__).resolve().parents[1] / "configs" / "smollm2_clarifyingqa.yaml"
+    source = "{{name: clarifyingqa, path: {}, mode: open, split: {}}}"
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}",
+        f"env.source={source.format(CLARIFYINGQA, 'train')}",
+        f"eval.source={source.format(CLARIFYINGQA, 'dev')}",
+        "model.backend=transformers",
+        "rest.bc.episodes=16",
+        "rest.bc.epochs=1",
+        "rest.grow_episodes=6",
+        "rollout.num_envs=6",
+        "eval.episodes_per_point=1",
+        "eval.bootstrap_samples=10",
+        "sampling.max_new_tokens=48",
+        "sft.batch_size=4",
+        "sft.checkpoint_steps=0",
+        "wandb.enabled=false",
+    ]
+    assert main(["train", str(config), *overrides]) == 0
+    grown = read_episodes(run / "iter-1" / "grow.jsonl")
+    assert len(grown) == 6 and {e.metadata["forced_first_move"] for e in grown} == {"ANSWER", "MULTI", "CLARIFY"}
+    clarified = [e for e in grown if e.first_move == "CLARIFY" and len(e.messages) > 2]
+    assert all(e.metadata["user_sources"][0] in ("model", "guard", "fallback") for e in clarified)  # the LLM user
+    bc = read_episodes(run / "bc" / "episodes.jsonl")
+    assert any(e.messages[1]["content"].startswith("CLARIFY:") and "?" in e.messages[1]["content"] for e in bc)
+    report = json.loads((run / "iter-1" / "eval" / "eval.json").read_text())
+    assert report["policy"] == "iter-1" and len(report["points"]) == 9
+    data = json.loads((run / "data.json").read_text())
+    assert not set(data["train"]["ids"]) & set(data["eval"]["ids"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import timeit
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 
 from clarify_env.context import parse_context, percent_shares
 from clarify_env.matching import content_terms, distinguishing_terms
-from clarify_env.reward import answer_tokens
 from clarify_env.sources import (
     ListSource,
     SyntheticSource,
@@ -25,6 +23,7 @@ from clarify_env.sources import (
 )
 from clarify_env.sources.synthetic import KINDS
 from clarify_env.tasks import Task
+from clarify_env.text import answer_tokens
 
 REAL_CLARIFYINGQA = Path(__file__).parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
 
@@ -200,12 +199,6 @@ def test_synthetic_rejects_bad_settings(kwargs, key):
         SyntheticSource(**kwargs)
 
 
-def test_synthetic_sampling_is_fast():
-    source, rng = SyntheticSource(), np.random.default_rng(0)
-    per_task = min(timeit.repeat(lambda: source.sample(rng), number=2000, repeat=3)) / 2000
-    assert per_task < 200e-6, f"sample() took {per_task * 1e6:.0f} us (target ~40 us)"
-
-
 # -- AmbigQA ------------------------------------------------------------------------------
 
 
@@ -234,15 +227,25 @@ SIMPLE = [
 ]
 
 OFFICIAL = [
-    {"id": "single", "question": "How tall is Everest?", "annotations": [{"type": "singleAnswer", "answer": ["8,849 m"]}]},
+    {
+        "id": "single",
+        "question": "How tall is Everest?",
+        "annotations": [{"type": "singleAnswer", "answer": ["8,849 m"]}],
+    },
     {
         "id": "multi",
         "question": "When did the Simpsons first air?",
         "annotations": [
-            {"type": "multipleQAs", "qaPairs": [
-                {"question": "When did the Simpsons first air as an animated short?", "answer": ["April 19, 1987"]},
-                {"question": "When did the Simpsons first air as a half-hour show?", "answer": ["December 17, 1989"]},
-            ]},
+            {
+                "type": "multipleQAs",
+                "qaPairs": [
+                    {"question": "When did the Simpsons first air as an animated short?", "answer": ["April 19, 1987"]},
+                    {
+                        "question": "When did the Simpsons first air as a half-hour show?",
+                        "answer": ["December 17, 1989"],
+                    },
+                ],
+            },
             {"type": "singleAnswer", "answer": ["ignored"]},
         ],
     },
@@ -259,7 +262,9 @@ def test_ambigqa_simple_layout_open_book(tmp_path):
     assert beast.priors == (0.5, 0.5)
     assert beast.metadata == {"clarification": "Which series?"}
     assert [(e.facet, e.share, e.answer) for e in parse_context(beast.context)] == [
-        ("1987", 0.5, "Ron Perlman"), ("2012", 0.5, "Jay Ryan")]
+        ("1987", 0.5, "Ron Perlman"),
+        ("2012", 0.5, "Jay Ryan"),
+    ]
     capital = source.get("dev-3")
     assert not capital.is_ambiguous and capital.interpretations[0].answers == ("Paris",)
     dune = source.get("dev-4")
@@ -306,14 +311,29 @@ def test_ambigqa_facets_are_short_distinguishable_or_whole_questions(tmp_path):
         ({"answers": ["a"]}, "question", "is missing"),
         ({"question": "Q?"}, "answers", "is missing"),
         ({"question": "Q?", "answers": "a"}, "answers", "must be a non-empty list of strings"),
-        ({"question": "Q?", "disambiguations": [{"question": "Q1?", "answer": ["a"]}, {"question": "Q2?", "answer": "b"}]},
-         "disambiguations[1].answer", "must be a non-empty list of strings"),
-        ({"question": "Q?", "disambiguations": [{"question": "Q1?", "answer": ["a"]}, {"answer": ["b"]}]},
-         "disambiguations[1].question", "is missing"),
+        (
+            {
+                "question": "Q?",
+                "disambiguations": [{"question": "Q1?", "answer": ["a"]}, {"question": "Q2?", "answer": "b"}],
+            },
+            "disambiguations[1].answer",
+            "must be a non-empty list of strings",
+        ),
+        (
+            {"question": "Q?", "disambiguations": [{"question": "Q1?", "answer": ["a"]}, {"answer": ["b"]}]},
+            "disambiguations[1].question",
+            "is missing",
+        ),
         ({"question": "Q?", "disambiguations": "nope", "answers": ["a"]}, "disambiguations", "must be a list"),
         ({"question": "Q?", "annotations": [{"type": "weird"}]}, "annotations[0].type", "must be"),
-        ({"question": "Q?", "annotations": [{"type": "multipleQAs", "qaPairs": [{"question": "Q1?", "answer": []}]}]},
-         "annotations[0].qaPairs[0].answer", "must be a non-empty list of strings"),
+        (
+            {
+                "question": "Q?",
+                "annotations": [{"type": "multipleQAs", "qaPairs": [{"question": "Q1?", "answer": []}]}],
+            },
+            "annotations[0].qaPairs[0].answer",
+            "must be a non-empty list of strings",
+        ),
         ({"id": "dup", "question": "Q?", "answers": ["a"]}, "id", "duplicate id 'dup' (first on line 1)"),
         ("[1, 2]", None, "JSON array"),
     ],
@@ -349,15 +369,32 @@ def test_loaders_reject_unknown_mode(tmp_path):
 
 HEADER = ["id", "vagueQuestion", "clearQuestion", "clarifyingQuestion", "clarification", "answers"]
 ROWS = [
-    ["1", "Who starred in the play?", "Who starred in the play as Corie?", "Which character of the play?",
-     " Corie. ", "Elizabeth Ashley"],
+    [
+        "1",
+        "Who starred in the play?",
+        "Who starred in the play as Corie?",
+        "Which character of the play?",
+        " Corie. ",
+        "Elizabeth Ashley",
+    ],
     ["2", "When did it air?", "When did it air in Japan?", "Where?", "Japan", "1992 ; 1993;"],
-    ["1", "Who starred in the play?", "Who starred in the play as Victor?", "Which character of the play?",
-     "Victor.", "Kurt Kasznar"],
-    ["3", "Who was blamed?", "What country got blamed?", "Officially or popularly?",
-     "Officially.", "Spain"],
-    ["3", "Who was blamed?", "What did the court of inquiry blame?", "Officially or popularly?",
-     "officially.", "a mine"],
+    [
+        "1",
+        "Who starred in the play?",
+        "Who starred in the play as Victor?",
+        "Which character of the play?",
+        "Victor.",
+        "Kurt Kasznar",
+    ],
+    ["3", "Who was blamed?", "What country got blamed?", "Officially or popularly?", "Officially.", "Spain"],
+    [
+        "3",
+        "Who was blamed?",
+        "What did the court of inquiry blame?",
+        "Officially or popularly?",
+        "officially.",
+        "a mine",
+    ],
 ]
 
 
@@ -375,8 +412,10 @@ def test_clarifyingqa_groups_rows_by_id_in_first_seen_order(tmp_path):
     assert [t.id for t in source] == ["1", "2", "3"]
     play = source.get("1")
     assert play.query == "Who starred in the play?"
-    assert [i.question for i in play.interpretations] == ["Who starred in the play as Corie?",
-                                                          "Who starred in the play as Victor?"]
+    assert [i.question for i in play.interpretations] == [
+        "Who starred in the play as Corie?",
+        "Who starred in the play as Victor?",
+    ]
     assert [i.facet for i in play.interpretations] == ["Corie.", "Victor."]
     assert play.priors == (0.5, 0.5) and play.dimension is None
     assert play.metadata == {"clarifying_question": "Which character of the play?", "dimension_words": ["character"]}
@@ -387,7 +426,9 @@ def test_clarifyingqa_groups_rows_by_id_in_first_seen_order(tmp_path):
 def test_clarifyingqa_repeated_clarifications_get_distinct_facets(tmp_path):
     blamed = load_clarifyingqa(write_csv(tmp_path / "c.csv", HEADER, ROWS)).get("3")
     assert [i.facet for i in blamed.interpretations] == [
-        "Officially. (country got)", "officially. (court of inquiry blame)"]
+        "Officially. (country got)",
+        "officially. (court of inquiry blame)",
+    ]
 
 
 def test_clarifyingqa_closed_book_has_no_context(tmp_path):

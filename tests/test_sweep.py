@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import trainers.sweep
-from test_rest import CONFIG, TINY
+from helpers import QUICKSTART, TINY
 from trainers.cli import main
-from trainers.config import ConfigError, load_config
+from trainers.config import ConfigError
+from trainers.config_loading import load_config
 from trainers.episodes import EpisodeLog
 from trainers.sweep import parse_run
 
@@ -20,8 +21,22 @@ NARROW = "env.costs={uniform: {question: {low: 0.0, high: 0.2}, word: {low: 0.0,
 
 def sweep(root: Path, *extra: str) -> int:
     """``clarify sweep`` of two runs (narrow training prices vs the default ones), seed 3."""
-    return main(["sweep", CONFIG, f"run_dir={root}", *TINY, "wandb.enabled=false",
-                 "--runs", f"narrow={NARROW},sampling.temperature=0.7", "default", "--seeds", "3", *extra])
+    return main(
+        [
+            "--debug",
+            "sweep",
+            QUICKSTART,
+            f"run_dir={root}",
+            *TINY,
+            "wandb.enabled=false",
+            "--runs",
+            f"narrow={NARROW},sampling.temperature=0.7",
+            "default",
+            "--seeds",
+            "3",
+            *extra,
+        ]
+    )
 
 
 def test_a_killed_sweep_resumes_and_compares_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,11 +85,14 @@ def test_a_killed_sweep_resumes_and_compares_its_runs(tmp_path: Path, monkeypatc
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("bad.name=seed=1", "NAME of letters"),
-    ("a=seed=1", "seed is set by the sweep"),
-    ("a=run_dir=x", "run_dir is set by the sweep"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bad.name=seed=1", "NAME of letters"),
+        ("a=seed=1", "seed is set by the sweep"),
+        ("a=run_dir=x", "run_dir is set by the sweep"),
+    ],
+)
 def test_run_specs_are_checked(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_run(text)

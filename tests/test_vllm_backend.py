@@ -10,8 +10,7 @@ import pytest
 from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
 from agents.vllm_backend import VLLMBackend
-
-from model_support import CONVERSATIONS, lively_tiny_model, random_lora_adapter, require_vllm
+from helpers import CONVERSATIONS, lively_tiny_model, random_lora_adapter, require_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -33,7 +32,11 @@ def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vllm_backend(tiny: Path, adapter: Path) -> Iterator[VLLMBackend]:
     require_vllm()
     backend = VLLMBackend(
-        tiny, dtype="float32", max_model_len=512, max_lora_rank=8, enforce_eager=True,
+        tiny,
+        dtype="float32",
+        max_model_len=512,
+        max_lora_rank=8,
+        enforce_eager=True,
         kv_cache_memory_bytes=64 << 20,  # explicit KV cache size: small, and the same on CPU and GPU
     )
     backend.add_adapter("lora", adapter)
@@ -83,9 +86,7 @@ def test_vllm_lora_request_changes_output_and_matches_transformers(
     assert vllm_backend.generate(CONVERSATIONS, GREEDY) == base  # the adapter is per call, not sticky
 
 
-def test_vllm_stop_strings_and_seeded_samples(
-    vllm_backend: VLLMBackend, hf_backend: TransformersBackend
-) -> None:
+def test_vllm_stop_strings_and_seeded_samples(vllm_backend: VLLMBackend, hf_backend: TransformersBackend) -> None:
     conversation = [CONVERSATIONS[1]]
     full = hf_backend.generate(conversation, GREEDY)[0][0].text
     stop = next(full[i : i + 2] for i in range(2, len(full)) if full[i : i + 2].isascii() and full[i : i + 2].isalnum())

@@ -37,10 +37,12 @@ class BudgetReport:
         """A one-line warning when some full answers do not fit, else None."""
         if not self.cut:
             return None
-        return (f"[check] sampling.max_new_tokens={self.max_new_tokens} cuts the full MULTI answer of "
-                f"{self.cut} of {self.tasks} sampled training tasks ({self.cut_share:.1%}; longest "
-                f"{self.longest} tokens with the end token): those answers lose their last items. "
-                f"Set sampling.max_new_tokens to at least {self.longest} to give every move room.")
+        return (
+            f"[check] sampling.max_new_tokens={self.max_new_tokens} cuts the full MULTI answer of "
+            f"{self.cut} of {self.tasks} sampled training tasks ({self.cut_share:.1%}; longest "
+            f"{self.longest} tokens with the end token): those answers lose their last items. "
+            f"Set sampling.max_new_tokens to at least {self.longest} to give every move room."
+        )
 
 
 def full_multi_message(task: Task) -> str:
@@ -55,8 +57,9 @@ def multi_token_lengths(tasks: Sequence[Task], tokenizer: Any) -> np.ndarray:
     return np.array([len(row) + 1 for row in ids], dtype=np.int64)
 
 
-def generation_budget(source: Any, tokenizer: Any, max_new_tokens: int, num_tasks: int = 1000,
-                      seed: int = 0) -> BudgetReport:
+def generation_budget(
+    source: Any, tokenizer: Any, max_new_tokens: int, num_tasks: int = 1000, seed: int = 0
+) -> BudgetReport:
     """Sample ``num_tasks`` tasks from ``source`` (any ``make_source`` spec; a file of at
     most ``num_tasks`` tasks is read whole) and measure their full MULTI messages in ``tokenizer``'s tokens against ``max_new_tokens``."""
     src = make_source(source)
@@ -66,5 +69,9 @@ def generation_budget(source: Any, tokenizer: Any, max_new_tokens: int, num_task
         rng = np.random.default_rng(seed)
         tasks = [src.sample(rng) for _ in range(num_tasks)]
     lengths = multi_token_lengths(tasks, tokenizer)
-    return BudgetReport(max_new_tokens=max_new_tokens, tasks=len(lengths),
-                        cut=int((lengths > max_new_tokens).sum()), longest=int(lengths.max()))
+    return BudgetReport(
+        max_new_tokens=max_new_tokens,
+        tasks=len(lengths),
+        cut=int((lengths > max_new_tokens).sum()),
+        longest=int(lengths.max()),
+    )

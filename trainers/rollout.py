@@ -23,15 +23,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from agents.base import Agent
+from agents.base import Agent, as_assistant, as_user
 from agents.generation import GenerationBackend
 from clarify_env.costs import Costs
 from clarify_env.env import ClarifyEnv
 from clarify_env.protocol import MOVES, ProtocolError, parse_action
 from clarify_env.tasks import Task
-from trainers.config import EnvConfig, RunConfig
+from trainers.config import RunConfig
 from trainers.episodes import Episode, EpisodeLog, read_episodes
-from trainers.models import load_policy_model, make_agents, make_backend
+from trainers.models import load_policy_model, make_agents, make_backend, run_rules
 
 EnvSpec = Mapping[str, Any] | Callable[[], ClarifyEnv]
 
@@ -69,6 +69,7 @@ class _Slot:
     assistant_token_ids: list[list[int]] = field(default_factory=list)
     user_token_ids: list[list[int]] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
+    user_sources: list[str] = field(default_factory=list)  # where each user turn came from (UserReply.source)
     reward: float = 0.0
     last_obs: dict[str, Any] = field(default_factory=dict)  # what the assistant saw at its latest turn
     info: dict[str, Any] = field(default_factory=dict)  # the env's info at the end
@@ -88,11 +89,6 @@ def turn_seed(episode_seed: int, turn: int, role: int) -> int:
     return int(np.random.SeedSequence([episode_seed, turn, role]).generate_state(1, np.uint64)[0] % 2**63)
 
 
-def generic_chat(observation: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The conversation of an assistant without its own prompt format: env system prompt + dialogue."""
-    return [{"role": "system", "content": observation["system"]}, *(dict(m) for m in observation["messages"])]
-
-
 def play_order(episode: Episode) -> tuple[int, int]:
     """Sort key: the order an engine plays and returns episodes in (group ``g<n>``, then sample)."""
     return int(episode.group_id.removeprefix("g")), episode.sample_index
@@ -109,17 +105,13 @@ class RolloutEngine:
 
     Args:
         env: keyword arguments for ``ClarifyEnv`` or a factory returning one; every env's
-            ``user`` is set to ``user`` (the env asks it for ``extract_for`` when scoring
-            a final response against every meaning).
-        assistant: the assistant agent; with ``generate_batch`` (``LLMAssistant``) its token
-            ids are recorded, otherwise its ``act_batch`` is called.
-        user: the user agent; with ``reply_batch`` (``LLMUser``) its token ids are recorded.
+            ``user`` is set to ``user``.
+        assistant: the assistant (``agents.Assistant``, or any object with ``act``): its
+            ``generate_batch`` is called once per lockstep turn (token ids recorded).
+        user: the user simulator (``agents.UserSimulator``, or any object with ``act``): its
+            ``reply_batch`` is called once per lockstep turn that needs user turns.
         num_envs: environments played in lockstep (the batch size of each model call).
         samples_per_group: K, the episodes sharing one task and one pair of prices.
-        price_draws_per_task: P, consecutive groups sharing one task, each at its own draw of
-            prices (1: every group draws its own task). With P > 1 a task's kept episodes
-            differ only in their prices, so what the filter keeps cannot be learnt from the
-            task alone (the marginal of tasks and prices is unchanged).
         seed: fixes every group's task and prices and every episode's hidden meaning.
         policy_name: recorded in each episode (default: the assistant's name).
         iteration: the ReST iteration recorded in each episode.
@@ -127,7 +119,7 @@ class RolloutEngine:
             tag ``MOVES[k % 3]`` (``ANSWER:``, ``MULTI:``, ``CLARIFY:``) and the assistant
             writes the rest (exploration over the first move: with K = 3 every group holds
             each move once, so best-of-group keeps the move that scored best on that task
-            at those prices). Needs an assistant with ``generate_batch`` (an LLM); the
+            at those prices). Needs an assistant that ``forces_prefixes`` (an LLM); the
             forced tag is recorded in the episode's ``metadata["forced_first_move"]``.
     """
 
@@ -141,25 +133,24 @@ class RolloutEngine:
         seed: int = 0,
         policy_name: str | None = None,
         iteration: int | None = None,
-        price_draws_per_task: int = 1,
         explore_first_move: bool = False,
     ) -> None:
-        if num_envs < 1 or samples_per_group < 1 or price_draws_per_task < 1:
-            raise ValueError(f"need num_envs, samples_per_group and price_draws_per_task >= 1, got {num_envs}, "
-                             f"{samples_per_group} and {price_draws_per_task}")
-        if explore_first_move and getattr(assistant, "generate_batch", None) is None:
-            raise ValueError(f"explore_first_move forces the opening of generated messages: assistant "
-                             f"{getattr(assistant, 'name', assistant)!r} has no generate_batch")
+        if num_envs < 1 or samples_per_group < 1:
+            raise ValueError(f"need num_envs and samples_per_group >= 1, got {num_envs} and {samples_per_group}")
+        self.assistant, self.user = as_assistant(assistant), as_user(user)
+        if explore_first_move and not self.assistant.forces_prefixes:
+            raise ValueError(
+                f"explore_first_move forces the opening of generated messages: assistant "
+                f"{self.assistant.name!r} cannot (it is not an LLM assistant)"
+            )
         self.explore_first_move = explore_first_move
-        self.price_draws_per_task = price_draws_per_task
         factory = env if callable(env) else (lambda: ClarifyEnv(**env))
         self.envs = [factory() for _ in range(num_envs)]
         for e in self.envs:
-            e.user = user
-        self.assistant, self.user = assistant, user
+            e.user = self.user
         self.samples_per_group = samples_per_group
         self.seed = seed
-        self.policy_name = policy_name or assistant.name
+        self.policy_name = policy_name or self.assistant.name
         self.iteration = iteration
         self.stats = RolloutStats()
 
@@ -168,14 +159,10 @@ class RolloutEngine:
         return f"g{index // self.samples_per_group}-s{index % self.samples_per_group}"
 
     def group(self, g: int) -> tuple[Task, Costs]:
-        """Group ``g``'s task and prices, drawn from ``(seed, g)`` alone (with P price draws
-        per task: the task from ``(seed, g // P)``, the prices from ``(seed, g)``)."""
+        """Group ``g``'s task and prices, drawn from ``(seed, g)`` alone."""
         env = self.envs[0]
         rng = np.random.default_rng([self.seed, g])
-        if self.price_draws_per_task == 1:
-            return env.source.sample(rng), env.cost_sampler.sample(rng)
-        task = env.source.sample(np.random.default_rng([self.seed, g // self.price_draws_per_task]))
-        return task, env.cost_sampler.sample(rng)
+        return env.source.sample(rng), env.cost_sampler.sample(rng)
 
     def forced_move(self, index: int) -> str:
         """The move tag episode ``index`` opens with under ``explore_first_move``."""
@@ -276,19 +263,12 @@ class RolloutEngine:
         for s in active:
             s.last_obs = s.obs
         self.stats.assistant_calls += 1
-        generate = getattr(self.assistant, "generate_batch", None)
-        if generate is None:
-            messages = self.assistant.act_batch(observations)
-            _check_count(self.assistant, messages, observations)
-            for s, m in zip(active, messages):
-                s.moves.append(move_name(m))
-            return messages
         seeds = [turn_seed(s.seed, len(s.moves), ASSISTANT) for s in active]
         if self.explore_first_move:
             prefixes = [self.forced_move(s.index) + ":" if not s.moves else "" for s in active]
-            completions = generate(observations, seeds=seeds, prefixes=prefixes)
+            completions = self.assistant.generate_batch(observations, seeds=seeds, prefixes=prefixes)
         else:
-            completions = generate(observations, seeds=seeds)
+            completions = self.assistant.generate_batch(observations, seeds=seeds)
         _check_count(self.assistant, completions, observations)
         for s, c in zip(active, completions):
             s.moves.append(move_name(c.text))
@@ -302,14 +282,11 @@ class RolloutEngine:
             return []
         self.stats.user_calls += 1
         batch = [requests[i] for i in asking]
-        reply_batch = getattr(self.user, "reply_batch", None)
-        if reply_batch is None:
-            replies = self.user.act_batch(batch)
-            _check_count(self.user, replies, batch)
-            return replies
-        replies = reply_batch(batch, seeds=[turn_seed(active[i].seed, len(active[i].moves), USER) for i in asking])
+        seeds = [turn_seed(active[i].seed, len(active[i].moves), USER) for i in asking]
+        replies = self.user.reply_batch(batch, seeds=seeds)
         _check_count(self.user, replies, batch)
         for i, r in zip(asking, replies):
+            active[i].user_sources.append(r.source)
             if r.completion is not None and r.source == "model":
                 active[i].user_token_ids.append(list(r.completion.token_ids))
             if r.completion is not None:
@@ -318,8 +295,10 @@ class RolloutEngine:
 
     def _episode(self, s: _Slot) -> Episode:
         env, info = s.env, s.info
-        conversation = getattr(self.assistant, "conversation", generic_chat)
-        chat = [*conversation(s.last_obs), dict(env.messages[-1])]  # every episode ends on the assistant's message
+        chat = [
+            *self.assistant.conversation(s.last_obs),
+            dict(env.messages[-1]),
+        ]  # every episode ends on the assistant's message
         g, k = divmod(s.index, self.samples_per_group)
         return Episode(
             episode_id=self.episode_id(s.index),
@@ -344,17 +323,17 @@ class RolloutEngine:
                 "protocol_error": info["protocol_error"],
                 "extracted_answer": info["extracted_answer"],
                 "finish_reasons": s.finish_reasons,
+                "user_sources": s.user_sources,
                 **({"forced_first_move": self.forced_move(s.index)} if self.explore_first_move else {}),
             },
         )
 
 
-def env_kwargs(cfg: EnvConfig) -> dict[str, Any]:
-    """``ClarifyEnv`` keyword arguments from the config's env section."""
-    return {
-        "source": cfg.source, "costs": cfg.costs, "max_questions": cfg.max_questions,
-        "protocol_error_penalty": cfg.protocol_error_penalty, "accuracy_metric": cfg.accuracy_metric,
-    }
+def env_kwargs(cfg: RunConfig, evaluation: bool = False) -> dict[str, Any]:
+    """``ClarifyEnv`` keyword arguments of a run: its env section's source (with ``evaluation``, the
+    evaluation's: ``eval.source`` where set) and prices, and its rules (``trainers.models.run_rules``)."""
+    source = cfg.eval.source if evaluation and cfg.eval.source is not None else cfg.env.source
+    return {"source": source, "costs": cfg.env.costs, "rules": run_rules(cfg)}
 
 
 def engine_from_config(
@@ -362,12 +341,17 @@ def engine_from_config(
 ) -> RolloutEngine:
     """The engine a run config describes; builds the backend (and the tiny model) unless given one."""
     if backend is None:
-        backend = make_backend(cfg.model, load_policy_model(cfg))
+        backend = make_backend(cfg.model, load_policy_model(cfg), cfg.run_dir)
     assistant, user = make_agents(cfg, backend)
     return RolloutEngine(
-        env_kwargs(cfg.env), assistant, user, num_envs=cfg.rollout.num_envs,
-        samples_per_group=cfg.rollout.samples_per_group, seed=cfg.seed, iteration=iteration,
-        price_draws_per_task=cfg.rollout.price_draws_per_task, explore_first_move=cfg.rollout.explore_first_move,
+        env_kwargs(cfg),
+        assistant,
+        user,
+        num_envs=cfg.rollout.num_envs,
+        samples_per_group=cfg.rollout.samples_per_group,
+        seed=cfg.seed,
+        iteration=iteration,
+        explore_first_move=cfg.rollout.explore_first_move,
     )
 
 

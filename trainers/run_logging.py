@@ -82,7 +82,7 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if config is not None and not isinstance(config, Mapping):
-            from trainers.config import to_dict
+            from trainers.config_loading import to_dict
 
             config = to_dict(config)
         self.config = dict(config or {})
@@ -102,8 +102,16 @@ class RunLogger:
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, init_timeout=60)
-        kwargs = dict(project=project, entity=entity, dir=str(self.run_dir), config=self.config,
-                      name=self.run_dir.name, id=run_id, resume="allow", settings=settings)
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            dir=str(self.run_dir),
+            config=self.config,
+            name=self.run_dir.name,
+            id=run_id,
+            resume="allow",
+            settings=settings,
+        )
         try:
             return wandb.init(mode=self.mode, **kwargs)
         except Exception as e:  # online but the server cannot be reached: keep the run, offline
@@ -134,12 +142,16 @@ class RunLogger:
             table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
             self.run.log({key: table}, step=step)
 
-    def log_dialogues(self, key: str, episodes: Sequence["Episode"], step: int, limit: int = 16) -> None:
+    def log_dialogues(self, key: str, episodes: Sequence[Episode], step: int, limit: int = 16) -> None:
         """The first ``limit`` episodes as readable dialogues (prices, moves, reward, transcript)."""
         rows = [
             {
-                "episode_id": e.episode_id, "task_id": e.task_id, "question_price": e.costs["question"],
-                "word_price": e.costs["word"], "moves": " ".join(e.moves), "reward": e.reward,
+                "episode_id": e.episode_id,
+                "task_id": e.task_id,
+                "question_price": e.costs["question"],
+                "word_price": e.costs["word"],
+                "moves": " ".join(e.moves),
+                "reward": e.reward,
                 "transcript": "\n".join(f"{m['role'].upper()}: {m['content']}" for m in e.messages),
             }
             for e in episodes[:limit]
@@ -155,7 +167,7 @@ class RunLogger:
 
             self.run.log({k: wandb.Image(str(p)) for k, p in images.items()}, step=step)
 
-    def log_eval(self, report: "EvalReport", step: int, prefix: str = "eval") -> None:
+    def log_eval(self, report: EvalReport, step: int, prefix: str = "eval") -> None:
         """An evaluation: its summary metrics, its per-point table and (once written) its plots."""
         self.log({f"{prefix}/{k}": v for k, v in report.summary().items()}, step)
         self.log_table(f"{prefix}/table", [p.to_row() for p in report.points], step)
@@ -170,7 +182,7 @@ class RunLogger:
             wandb.teardown()  # finish() can return before wandb-core has written the run file out
             self.run = None
 
-    def __enter__(self) -> "RunLogger":
+    def __enter__(self) -> RunLogger:
         return self
 
     def __exit__(self, *exc: Any) -> None:

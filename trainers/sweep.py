@@ -27,9 +27,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from trainers.config import ConfigError, RunConfig, load_config, parse_override
-from trainers.evaluate import STEERABILITY, EvalReport, PointMetrics, split_specs
-from trainers.rest import DONE, prepare_run_dir, run_rest
+from trainers.config import ConfigError, RunConfig
+from trainers.config_loading import load_config, parse_override
+from trainers.eval_metrics import STEERABILITY
+from trainers.eval_report import SUMMARIZED, EvalReport
+from trainers.evaluate import split_specs
+from trainers.rest import run_rest
+from trainers.stages import DONE, prepare_run_dir
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RESERVED = ("run_dir", "seed")  # set by the sweep for each run
@@ -70,8 +74,8 @@ def plan_runs(
 ) -> tuple[Path, list[SweepRun]]:
     """The sweep's directory and its runs (every run with every seed; the config's seed if none given)."""
     base = load_config(config, common)
-    if base.rest.iterations == 0 and not base.rest.seed.enabled:
-        raise ConfigError("a sweep compares final evaluations: set rest.iterations > 0 or enable rest.seed")
+    if base.rest.iterations == 0 and not base.rest.bc.enabled:
+        raise ConfigError("a sweep compares final evaluations: set rest.iterations > 0 or enable rest.bc")
     parsed = [parse_run(r) for r in runs] or [("base", [])]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
@@ -86,8 +90,8 @@ def plan_runs(
 
 
 def final_eval_dir(cfg: RunConfig) -> Path:
-    """Where a run's last evaluation goes (the last iteration's, or the seed stage's without iterations)."""
-    stage = f"iter-{cfg.rest.iterations}" if cfg.rest.iterations > 0 else "seed"
+    """Where a run's last evaluation goes (the last iteration's, or the starting policy's without iterations)."""
+    stage = f"iter-{cfg.rest.iterations}" if cfg.rest.iterations > 0 else "bc" if cfg.rest.bc.enabled else "start"
     return Path(cfg.run_dir) / stage / "eval"
 
 
@@ -114,10 +118,10 @@ def run_sweep(root: Path, runs: Sequence[SweepRun], resume: bool = False) -> Pat
 
 # --- the comparison ------------------------------------------------------------------------------
 
+
 def final_report(cfg: RunConfig) -> EvalReport:
     """A run's last evaluation, read back from its eval.json."""
-    data = json.loads((final_eval_dir(cfg) / "eval.json").read_text())
-    return EvalReport(data["policy"], [PointMetrics(**p) for p in data["points"]], data["steerability"])
+    return EvalReport.read(final_eval_dir(cfg) / "eval.json")
 
 
 def comparison_rows(runs: Sequence[SweepRun]) -> list[dict[str, Any]]:
@@ -127,11 +131,22 @@ def comparison_rows(runs: Sequence[SweepRun]) -> list[dict[str, Any]]:
     for run in runs:
         report = final_report(run.config)
         summary = {k: v for k, v in report.summary().items() if not k.startswith("steerability/")}
-        oracle = {f"{s}/oracle_reward": float(np.mean([p.oracle_reward for p in report.points if p.split == s]))
-                  for s in dict.fromkeys(p.split for p in report.points)}
+        oracle = {
+            f"{s}/oracle_reward": float(np.mean([p.oracle_reward for p in report.points if p.split == s]))
+            for s in dict.fromkeys(p.split for p in report.points)
+        }
         steer = {f"steerability/{k}": report.steerability[k]["policy"] for k in STEERABILITY}
-        rows.append({"run": run.name, "seed": run.seed, "overrides": " ".join(run.overrides),
-                     "run_dir": str(run.config.run_dir), **summary, **oracle, **steer})
+        rows.append(
+            {
+                "run": run.name,
+                "seed": run.seed,
+                "overrides": " ".join(run.overrides),
+                "run_dir": str(run.config.run_dir),
+                **summary,
+                **oracle,
+                **steer,
+            }
+        )
     return rows
 
 
@@ -160,8 +175,7 @@ def _cell(value: Any) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]], split: str) -> str:
     """One table row per run on ``split``: reward, oracle, regret, agreement, move rates, steerability."""
-    metrics = ["reward", "oracle_reward", "regret", "oracle_agreement", "clarify_rate", "multi_rate", "answer_rate",
-               "error_rate", "words"]
+    metrics = ["reward", "oracle_reward", *(m for m in SUMMARIZED if m != "move_regret" and m != "reward")]
     steer = [f"steerability/{k}" for k in STEERABILITY]
     head = ["run", "seed", "overrides", *metrics, *(k.split("/")[1] for k in steer)]
     lines = [f"# Sweep: final policies on {split}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -169,8 +183,12 @@ def markdown(rows: Sequence[dict[str, Any]], split: str) -> str:
         overrides = f"`{r['overrides']}`" if r["overrides"] else ""
         cells = [r["run"], r["seed"], overrides, *(r.get(f"{split}/{m}") for m in metrics), *(r[k] for k in steer)]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
-    lines += ["", "Steerability: Spearman rho of the policy across the evaluation's price points "
-              "(undefined where a rate does not vary). All splits' metrics are in sweep.csv and sweep.json.", ""]
+    lines += [
+        "",
+        "Steerability: Spearman rho of the policy across the evaluation's price points "
+        "(undefined where a rate does not vary). All splits' metrics are in sweep.csv and sweep.json.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -223,6 +241,7 @@ def plot(rows: Sequence[dict[str, Any]], split: str, path: Path) -> Path:
 
 # --- command line ----------------------------------------------------------------------------
 
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -240,10 +259,19 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="several ReST runs (e.g. training prices x seeds) and a comparison table and plot")
     p.add_argument("config", help="run config YAML shared by the runs")
     p.add_argument("overrides", nargs="*", help="config overrides for every run (before --runs)")
-    p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="the runs, each a name and its overrides, "
-                   "e.g. cheap-q='env.costs={question: 0.05, word: 0.02}'")
-    p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds, each run once per seed "
-                   "(default: the config's seed)")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="the runs, each a name and its overrides, e.g. cheap-q='env.costs={question: 0.05, word: 0.02}'",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="comma-separated seeds, each run once per seed (default: the config's seed)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed sweep: finished runs are skipped")
     p.set_defaults(func=_run)

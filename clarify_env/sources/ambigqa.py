@@ -21,10 +21,10 @@ from typing import Any, Sequence
 
 from clarify_env.context import render_context
 from clarify_env.matching import STOPWORDS, distinguishing_terms
-from clarify_env.reward import normalize_answer
-from clarify_env.sources.base import ListSource
+from clarify_env.sources.base import ListSource, split_source
 from clarify_env.sources.errors import TaskFormatError
 from clarify_env.tasks import Interpretation, Task
+from clarify_env.text import normalize_answer
 
 MAX_FACET_WORDS = 8
 MODES = ("open", "closed")
@@ -68,18 +68,28 @@ def derive_facets(query: str, questions: Sequence[str]) -> list[str]:
     return [f if terms else q for f, q, terms in zip(facets, questions, distinct)]
 
 
-def load_ambigqa(path: str | Path, mode: str = "open") -> ListSource:
+def load_ambigqa(
+    path: str | Path, mode: str = "open", split: str = "all", dev_fraction: float = 0.3, split_seed: int = 0
+) -> ListSource:
     """Tasks from an AmbigQA-style JSON Lines file (see the module docstring).
 
     ``mode="open"`` renders the interpretations' answers as the assistant-only context;
     ``"closed"`` leaves it ``None``. Ids are the records' ``id`` or ``"{file stem}-{line}"``.
-    Blank lines are skipped; malformed records raise ``TaskFormatError``.
+    Blank lines are skipped; malformed records raise ``TaskFormatError``. ``split`` keeps the
+    ``train`` or ``dev`` part (``dev_fraction`` of the tasks, chosen by a hash of their ids:
+    ``base.split_tasks``) or ``all``.
     """
     check_mode(mode)
     path = Path(path)
     tasks, first_line = [], {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskFormatError(
+                    path, f"is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 1]!r})", line_no
+                ) from None
             if not line.strip():
                 continue
             task = _task(_parse_line(path, line_no, line), path, line_no, mode)
@@ -90,7 +100,7 @@ def load_ambigqa(path: str | Path, mode: str = "open") -> ListSource:
             tasks.append(task)
     if not tasks:
         raise TaskFormatError(path, "holds no records (the file is empty)")
-    return ListSource(tasks, name="ambigqa")
+    return split_source(tasks, path, "ambigqa", split, dev_fraction, split_seed)
 
 
 def _parse_line(path: Path, line_no: int, line: str) -> dict[str, Any]:
@@ -98,6 +108,14 @@ def _parse_line(path: Path, line_no: int, line: str) -> dict[str, Any]:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise TaskFormatError(path, f"invalid JSON ({e})", line_no) from e
+    except RecursionError:
+        raise TaskFormatError(path, "is JSON nested too deeply to be a task record", line_no) from None
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TaskFormatError(
+            path, f"holds a lone surrogate escape ({e.object[e.start : e.end]!r}), not text", line_no
+        ) from None
     if isinstance(record, list):
         raise TaskFormatError(
             path, "is a JSON array, not one JSON object per line (convert with: jq -c '.[]')", line_no
@@ -207,3 +225,24 @@ def _task(record: dict[str, Any], path: Path, line_no: int, mode: str) -> Task:
         )
     except ValueError as e:  # TaskError, or more meanings than render_context can label
         raise TaskFormatError(path, str(e), line_no) from e
+
+
+def record_from_hub_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of the Hugging Face hub's ``sewon/ambig_qa`` (``light`` or ``full``) as a record of the
+    official layout this loader reads. The hub stores ``annotations`` column-wise (``{"type": [...],
+    "answer": [[...]], "qaPairs": [{"question": [...], "answer": [[...]]}]}``, empty lists where an
+    annotation's type has no such key); the record lists one object per annotation."""
+    notes = row["annotations"]
+    annotations = []
+    for i, kind in enumerate(notes["type"]):
+        if kind == "singleAnswer":
+            annotations.append({"type": kind, "answer": list(notes["answer"][i])})
+        else:
+            pairs = notes["qaPairs"][i]
+            annotations.append(
+                {
+                    "type": kind,
+                    "qaPairs": [{"question": q, "answer": list(a)} for q, a in zip(pairs["question"], pairs["answer"])],
+                }
+            )
+    return {"id": row["id"], "question": row["question"], "annotations": annotations}

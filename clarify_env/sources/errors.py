@@ -17,9 +17,7 @@ class TaskFormatError(TaskError):
         data/x.jsonl line 7, field 'disambiguations[1].answer': must be a non-empty list of strings
     """
 
-    def __init__(
-        self, path: str | Path, problem: str, line: int | None = None, field: str | None = None
-    ) -> None:
+    def __init__(self, path: str | Path, problem: str, line: int | None = None, field: str | None = None) -> None:
         self.path = str(path)
         self.problem = problem
         self.line = line

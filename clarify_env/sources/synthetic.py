@@ -47,27 +47,59 @@ _CLOSED_CAP = tuple(f"{o}{v}{c}".capitalize() for o in _ONSETS for v in "aeiou" 
 _OPEN = tuple(f"{o}{v}" for o in _MID_ONSETS for v in "aeiou")
 _CLOSED = tuple(f"{o}{v}{c}" for o in _MID_ONSETS for v in "aeiou" for c in ("n", "r", "l", "s", "k", "th"))
 
-_MONTHS = ("January February March April May June July August September October November "
-           "December").split()
-_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                 "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_MONTHS = ("January February March April May June July August September October November December").split()
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TOWN_PREFIXES = ("Port", "Upper", "Lake", "North", "Saint", "Fort")
 _ROLE_PREFIXES = ("Dr.", "Captain", "Lady", "Professor", "Sister", "Agent", "Uncle", "Old")
-_ROLES = ("the Beast", "the Captain", "the Narrator", "the Doctor", "the Queen", "the Ghost",
-          "the Detective", "the King")
-_MEDIA = (("novel", "wrote the novel"), ("film", "directed the film"),
-          ("stage musical", "composed the stage musical"), ("video game", "designed the video game"),
-          ("TV series", "created the TV series"), ("comic book", "drew the comic book"),
-          ("album", "recorded the album"), ("radio drama", "produced the radio drama"))
-_COUNTRIES = ("Norway", "Chile", "Canada", "Australia", "Scotland", "Kenya", "Brazil", "Ontario",
-              "Texas", "Bavaria", "Japan", "Peru", "Poland", "New Zealand", "South Africa", "Ireland")
+_ROLES = (
+    "the Beast",
+    "the Captain",
+    "the Narrator",
+    "the Doctor",
+    "the Queen",
+    "the Ghost",
+    "the Detective",
+    "the King",
+)
+_MEDIA = (
+    ("novel", "wrote the novel"),
+    ("film", "directed the film"),
+    ("stage musical", "composed the stage musical"),
+    ("video game", "designed the video game"),
+    ("TV series", "created the TV series"),
+    ("comic book", "drew the comic book"),
+    ("album", "recorded the album"),
+    ("radio drama", "produced the radio drama"),
+)
+_COUNTRIES = (
+    "Norway",
+    "Chile",
+    "Canada",
+    "Australia",
+    "Scotland",
+    "Kenya",
+    "Brazil",
+    "Ontario",
+    "Texas",
+    "Bavaria",
+    "Japan",
+    "Peru",
+    "Poland",
+    "New Zealand",
+    "South Africa",
+    "Ireland",
+)
 _SPORTS = ("football", "basketball", "hockey", "baseball", "rugby", "cricket", "volleyball", "handball")
-_CATEGORIES = ("fiction", "poetry", "drama", "biography", "history", "translation",
-               "science writing", "journalism")
-_OCCUPATIONS = ("painter", "footballer", "senator", "composer", "chemist", "novelist",
-                "architect", "cyclist")
-_NOTES = ("Note: {t} is often confused with {w}.", "Archive entry {n} on {t} was last revised in {y}.",
-          "(Unrelated: {w} opened a museum in {y}.)")
+_CATEGORIES = ("fiction", "poetry", "drama", "biography", "history", "translation", "science writing", "journalism")
+_OCCUPATIONS = ("painter", "footballer", "senator", "composer", "chemist", "novelist", "architect", "cyclist")
+_NOTES = (
+    "Note: {t} is often confused with {w}.",
+    "Archive entry {n} on {t} was last revised in {y}.",
+    "(Unrelated: {w} opened a museum in {y}.)",
+)
 
 Value = Mapping[str, str]
 Answer = Callable[[random.Random, set], tuple[str, ...]]
@@ -111,6 +143,7 @@ def _number(r: random.Random, used: set, low: int, high: int) -> int:
 
 
 # -- answers: each returns the gold answer and its aliases ---------------------------------
+
 
 def _person(r: random.Random, used: set) -> tuple[str, ...]:
     family = _word(r, used, _CLOSED_CAP, _CLOSED) if r.random() < 0.5 else _word(r, used, _OPEN_CAP, _CLOSED)
@@ -163,6 +196,7 @@ def _book(r: random.Random, used: set) -> tuple[str, ...]:
 
 
 # -- facet values: k distinct, each a mapping of template fields ---------------------------
+
 
 def _years(r: random.Random, k: int, used: set) -> list[Value]:
     return [{"year": str(_number(r, used, 1950, 2023))} for _ in range(k)]
@@ -220,52 +254,124 @@ def _full_name(r: random.Random, used: set) -> str:
 
 T = _Template
 KINDS: dict[str, _Kind] = {
-    "year": _Kind("year", ("year", "version", "when", "original", "remake", "series", "edition", "older", "newer"),
-                  _title, _years, (
-        T("Who played {role} in the {t} TV series?", "Who played {role} in the {year} {t} TV series?",
-          "{year} series", _person),
-        T("Who directed the film {t}?", "Who directed the {year} film {t}?", "{year} film", _person),
-        T("Who won the {t} Cup?", "Who won the {year} edition of the {t} Cup?", "{year} edition", _person))),
-    "medium": _Kind("medium", ("book", "novel", "film", "movie", "musical", "game", "version", "medium",
-                               "adaptation", "format"), _title, _media, (
-        T("Who created {t}?", "Who {verb} {t}?", "{label}", _person),
-        T("When was {t} first released?", "When was the {label} {t} first released?", "{label}", _date))),
-    "place": _Kind("place", ("where", "country", "region", "state", "place", "located", "town", "city"),
-                   _place_name, _from_pool(_COUNTRIES, "place"), (
-        T("What is the population of {t}?", "What is the population of {t} in {place}?", "{place}", _population),
-        T("Who is the mayor of {t}?", "Who is the mayor of {t} in {place}?", "{place}", _person),
-        T("When was {t} founded?", "When was {t} in {place} founded?", "{place}", _year))),
-    "role": _Kind("role", ("character", "role", "part", "who", "played", "plays", "playing"),
-                  _title, _characters, (
-        T("Who starred in the play {t}?", "Who played {char} in the play {t}?", "{char}", _person),
-        T("Who did the voices in the animated film {t}?", "Who voiced {char} in the animated film {t}?",
-          "{char}", _person),
-        T("Who plays in the {t} TV series?", "Who plays {char} in the {t} TV series?", "{char}", _person))),
-    "sport": _Kind("sport", ("sport", "team", "league", "club", "football", "basketball", "hockey", "baseball"),
-                   _place_name, _from_pool(_SPORTS, "sport"), (
-        T("When did {t} last win the national championship?",
-          "When did the {t} {sport} team last win the national championship?", "{sport}", _year),
-        T("Who is the head coach of the {t} team?", "Who is the head coach of the {t} {sport} team?",
-          "{sport}", _person),
-        T("How many league titles has {t} won?", "How many {sport} league titles has {t} won?",
-          "{sport}", _count))),
-    "category": _Kind("category", ("category", "award", "prize", "kind", "type", "genre", "division"),
-                      _title, _from_pool(_CATEGORIES, "cat"), (
-        T("Who won the {t} Prize in {when}?", "Who won the {t} Prize for {cat} in {when}?", "{cat}", _person),
-        T("Which book won the {t} Prize in {when}?", "Which book won the {t} Prize for {cat} in {when}?",
-          "{cat}", _book))),
-    "person": _Kind("person", ("person", "profession", "occupation", "job", "known", "famous", "work"),
-                    _full_name, _from_pool(_OCCUPATIONS, "occ"), (
-        T("When was {t} born?", "When was {t} the {occ} born?", "{occ}", _date),
-        T("Where was {t} born?", "Where was {t} the {occ} born?", "{occ}", _town))),
+    "year": _Kind(
+        "year",
+        ("year", "version", "when", "original", "remake", "series", "edition", "older", "newer"),
+        _title,
+        _years,
+        (
+            T(
+                "Who played {role} in the {t} TV series?",
+                "Who played {role} in the {year} {t} TV series?",
+                "{year} series",
+                _person,
+            ),
+            T("Who directed the film {t}?", "Who directed the {year} film {t}?", "{year} film", _person),
+            T("Who won the {t} Cup?", "Who won the {year} edition of the {t} Cup?", "{year} edition", _person),
+        ),
+    ),
+    "medium": _Kind(
+        "medium",
+        ("book", "novel", "film", "movie", "musical", "game", "version", "medium", "adaptation", "format"),
+        _title,
+        _media,
+        (
+            T("Who created {t}?", "Who {verb} {t}?", "{label}", _person),
+            T("When was {t} first released?", "When was the {label} {t} first released?", "{label}", _date),
+        ),
+    ),
+    "place": _Kind(
+        "place",
+        ("where", "country", "region", "state", "place", "located", "town", "city"),
+        _place_name,
+        _from_pool(_COUNTRIES, "place"),
+        (
+            T("What is the population of {t}?", "What is the population of {t} in {place}?", "{place}", _population),
+            T("Who is the mayor of {t}?", "Who is the mayor of {t} in {place}?", "{place}", _person),
+            T("When was {t} founded?", "When was {t} in {place} founded?", "{place}", _year),
+        ),
+    ),
+    "role": _Kind(
+        "role",
+        ("character", "role", "part", "who", "played", "plays", "playing"),
+        _title,
+        _characters,
+        (
+            T("Who starred in the play {t}?", "Who played {char} in the play {t}?", "{char}", _person),
+            T(
+                "Who did the voices in the animated film {t}?",
+                "Who voiced {char} in the animated film {t}?",
+                "{char}",
+                _person,
+            ),
+            T("Who plays in the {t} TV series?", "Who plays {char} in the {t} TV series?", "{char}", _person),
+        ),
+    ),
+    "sport": _Kind(
+        "sport",
+        ("sport", "team", "league", "club", "football", "basketball", "hockey", "baseball"),
+        _place_name,
+        _from_pool(_SPORTS, "sport"),
+        (
+            T(
+                "When did {t} last win the national championship?",
+                "When did the {t} {sport} team last win the national championship?",
+                "{sport}",
+                _year,
+            ),
+            T(
+                "Who is the head coach of the {t} team?",
+                "Who is the head coach of the {t} {sport} team?",
+                "{sport}",
+                _person,
+            ),
+            T("How many league titles has {t} won?", "How many {sport} league titles has {t} won?", "{sport}", _count),
+        ),
+    ),
+    "category": _Kind(
+        "category",
+        ("category", "award", "prize", "kind", "type", "genre", "division"),
+        _title,
+        _from_pool(_CATEGORIES, "cat"),
+        (
+            T("Who won the {t} Prize in {when}?", "Who won the {t} Prize for {cat} in {when}?", "{cat}", _person),
+            T(
+                "Which book won the {t} Prize in {when}?",
+                "Which book won the {t} Prize for {cat} in {when}?",
+                "{cat}",
+                _book,
+            ),
+        ),
+    ),
+    "person": _Kind(
+        "person",
+        ("person", "profession", "occupation", "job", "known", "famous", "work"),
+        _full_name,
+        _from_pool(_OCCUPATIONS, "occ"),
+        (
+            T("When was {t} born?", "When was {t} the {occ} born?", "{occ}", _date),
+            T("Where was {t} born?", "Where was {t} the {occ} born?", "{occ}", _town),
+        ),
+    ),
 }
 del T
 
 _FIXED_TEXT = [t.query + " " + t.question for k in KINDS.values() for t in k.templates] + [
-    *_NOTES, *_MONTHS, *_NUMBER_WORDS, *_TOWN_PREFIXES, *_ROLE_PREFIXES, *_ROLES, *_COUNTRIES,
-    *_SPORTS, *_CATEGORIES, *_OCCUPATIONS, *(" ".join(m) for m in _MEDIA)]
+    *_NOTES,
+    *_MONTHS,
+    *_NUMBER_WORDS,
+    *_TOWN_PREFIXES,
+    *_ROLE_PREFIXES,
+    *_ROLES,
+    *_COUNTRIES,
+    *_SPORTS,
+    *_CATEGORIES,
+    *_OCCUPATIONS,
+    *(" ".join(m) for m in _MEDIA),
+]
 _RESERVED = frozenset(STOPWORDS) | {
-    w for text in _FIXED_TEXT for w in re.sub(r"\{\w+\}|[^\w\s]", " ", text.lower()).split()}
+    w for text in _FIXED_TEXT for w in re.sub(r"\{\w+\}|[^\w\s]", " ", text.lower()).split()
+}
 
 
 def _priors(r: random.Random, k: int) -> list[int]:
@@ -315,7 +421,8 @@ class SyntheticSource:
         if not 2 <= min_interpretations <= max_interpretations <= MAX_INTERPRETATIONS:
             raise ValueError(
                 f"need 2 <= min_interpretations <= max_interpretations <= {MAX_INTERPRETATIONS}, "
-                f"got {min_interpretations} and {max_interpretations}")
+                f"got {min_interpretations} and {max_interpretations}"
+            )
         if isinstance(kinds, str):
             kinds = [kinds]
         kinds = tuple(KINDS) if kinds is None else tuple(kinds)
@@ -377,7 +484,11 @@ class SyntheticSource:
     def _notes(self, r: random.Random, entity: str, used: set) -> list[str]:
         """0..max_notes distractor lines that are not in the canonical context format."""
         return [
-            _pick(r, _NOTES).format(t=entity, w=_word(r, used, _CLOSED_CAP, _OPEN),
-                                    y=_number(r, used, 1900, 2023), n=_number(r, used, 100, 999))
+            _pick(r, _NOTES).format(
+                t=entity,
+                w=_word(r, used, _CLOSED_CAP, _OPEN),
+                y=_number(r, used, 1900, 2023),
+                n=_number(r, used, 100, 999),
+            )
             for _ in range(_randint(r, 0, self.max_notes))
         ]

@@ -1,0 +1,185 @@
+"""How close the grow/evaluation engine and SFT come to what the CPU allows, for SmolLM2-135M-Instruct.
+
+    python benchmarks/smollm2_speed.py [--config configs/smollm2_clarifyingqa.yaml] [--prompts 192] [--steps 6]
+
+(a) Generation: the config's assistant prompts of ClarifyingQA tasks (its train split), played
+    through ``VLLMBackend.generate`` (what the grow stage and the evaluation call: chat template,
+    per-request seeds, stop strings, prefix caching) and through a bare ``vllm.LLM.generate`` of the
+    same token prompts and sampling parameters in one call: generated tokens per second of each
+    and their ratio (the engine's overhead).
+(b) SFT: LoRA training steps (the config's sft section: batch, packing, precision) through
+    ``trainers.sft.train_sft`` against a bare loop over the same batches (forward, backward,
+    AdamW step, no checkpointing or logging): training tokens per second of each and their ratio.
+
+Prints a table and writes benchmarks/results/smollm2_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def prompts_and_params(cfg, count: int):
+    import numpy as np
+
+    from agents.generation import SamplingParams
+    from clarify_env.env import ClarifyEnv
+    from trainers.models import make_assistant
+    from trainers.rollout import env_kwargs
+
+    env, rng = ClarifyEnv(**env_kwargs(cfg)), np.random.default_rng(0)
+    assistant = make_assistant(cfg, None)
+    conversations = [assistant.conversation(env.reset(seed=int(rng.integers(2**31)))[0]) for _ in range(count)]
+    sampling = SamplingParams(
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        max_new_tokens=cfg.sampling.max_new_tokens,
+        stop=tuple(cfg.sampling.stop),
+    )
+    return conversations, sampling
+
+
+def generation(cfg, model: str, count: int) -> dict:
+    from vllm import SamplingParams as VLLMSampling
+
+    from agents.vllm_backend import VLLMBackend
+
+    conversations, sampling = prompts_and_params(cfg, count)
+    backend = VLLMBackend(model, chat_template_kwargs=cfg.model.chat_template_kwargs, **cfg.model.vllm)
+    seeds = list(range(count))
+    backend.generate(conversations[:8], sampling, seeds=seeds[:8])  # warm up
+    start = time.perf_counter()
+    ours = backend.generate(conversations, sampling, seeds=seeds)
+    engine_s = time.perf_counter() - start
+    prompts = backend.render(conversations)
+    params = [
+        VLLMSampling(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None,
+            seed=s,
+        )
+        for s in seeds
+    ]
+    start = time.perf_counter()
+    bare = backend.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    bare_s = time.perf_counter() - start
+    backend.close()
+    ours_tokens = sum(len(c[0].token_ids) for c in ours)
+    bare_tokens = sum(len(o.outputs[0].token_ids) for o in bare)
+    return {
+        "prompts": count,
+        "engine_tokens_per_s": ours_tokens / engine_s,
+        "bare_tokens_per_s": bare_tokens / bare_s,
+        "ratio": (ours_tokens / engine_s) / (bare_tokens / bare_s),
+        "same_tokens": ours_tokens == bare_tokens,
+    }
+
+
+def sft(cfg, model: str, steps: int) -> dict:
+    import dataclasses
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from agents import ScriptedUser
+    from trainers.models import make_assistant
+    from trainers.rest import BCPolicy, human_questions
+    from trainers.rollout import RolloutEngine, env_kwargs
+    from trainers.sft import StepPlan, build_sft_examples, collate, train_sft
+    from trainers.sft.loop import load_trainable_model, use_bf16
+    from trainers.sft.losses import label_token_loss_sum
+
+    policy = BCPolicy(cfg.rest.bc.move_weights, make_assistant(cfg, None), human_questions(cfg))
+    batch = cfg.sft.batch_size * cfg.sft.grad_accumulation
+    episodes = RolloutEngine(env_kwargs(cfg), policy, ScriptedUser(), num_envs=64, seed=0).run(
+        batch * steps, None, progress=False
+    )
+    examples = build_sft_examples(episodes, AutoTokenizer.from_pretrained(model), cfg.sft.max_length)
+    config = dataclasses.replace(cfg.sft, epochs=1, max_steps=steps, logging_steps=steps, checkpoint_steps=0)
+    used = [examples[i] for step in range(steps) for i in StepPlan.make(len(examples), config, 1).examples(step)]
+    tokens = sum(len(e.input_ids) for e in used)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_sft(model, examples, Path(tmp) / "sft", config)
+    ours_s = result.metrics["seconds"]
+    bf16 = use_bf16(cfg.sft.bf16)
+    net = load_trainable_model(model, cfg.sft, bf16, None)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.sft.learning_rate)
+    plan = StepPlan.make(len(examples), config, 1)
+    start = time.perf_counter()
+    for step in range(steps):
+        chosen = [examples[i] for i in plan.examples(step)]
+        for j in range(0, len(chosen), cfg.sft.batch_size):
+            tensors = collate(
+                chosen[j : j + cfg.sft.batch_size],
+                0,
+                torch.device("cpu"),
+                packing=cfg.sft.packing,
+                capacity=cfg.sft.max_length,
+            )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                label_token_loss_sum(net, tensors).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    bare_s = time.perf_counter() - start
+    return {
+        "steps": steps,
+        "tokens": tokens,
+        "bf16": bf16,
+        "train_sft_tokens_per_s": tokens / ours_s,
+        "bare_tokens_per_s": tokens / bare_s,
+        "ratio": bare_s / ours_s,
+        "note": "training tokens (every position) per second; train_sft's seconds include loading the model",
+    }
+
+
+def main() -> None:
+    import torch
+
+    from trainers.config_loading import load_config
+    from trainers.models import load_policy_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/smollm2_clarifyingqa.yaml")
+    p.add_argument("--prompts", type=int, default=192)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--no-generation", action="store_true")
+    args = p.parse_args()
+    cfg = load_config(args.config)
+    model = load_policy_model(cfg)
+    result = {
+        "config": args.config,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if not args.no_generation:
+        result["generation"] = generation(cfg, model, args.prompts)
+    result["sft"] = sft(cfg, model, args.steps)
+    rows = ["| measure | ours | bare | ratio |", "|---|---|---|---|"]
+    if "generation" in result:
+        g = result["generation"]
+        rows.append(
+            f"| vLLM generation, tokens/s ({g['prompts']} prompts) | {g['engine_tokens_per_s']:.1f} | "
+            f"{g['bare_tokens_per_s']:.1f} | {g['ratio']:.2f} |"
+        )
+    s = result["sft"]
+    rows.append(
+        f"| SFT (LoRA{', bf16' if s['bf16'] else ''}), training tokens/s | {s['train_sft_tokens_per_s']:.1f} | "
+        f"{s['bare_tokens_per_s']:.1f} | {s['ratio']:.2f} |"
+    )
+    print("\n".join(rows))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "smollm2_speed.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {RESULTS / 'smollm2_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The label audit (logged every iteration) and `clarify audit` (labels and execution)."""
+
+import dataclasses
+import json
+import math
+
+from agents import AlwaysAnswer, OraclePolicy, ScriptedUser
+from trainers.audit import audit_episodes, execution_audit
+from trainers.cli import main
+from trainers.episodes import EpisodeLog
+from trainers.eval_metrics import task_lookup
+from trainers.rollout import RolloutEngine
+
+ENV = {"source": "synthetic", "costs": "default:train"}
+
+
+def play(policy, env=ENV, n=48):
+    return RolloutEngine(env, policy, ScriptedUser(), num_envs=8, samples_per_group=1, seed=3).run(n, progress=False)
+
+
+def test_the_oracle_agrees_with_itself_and_answers_right_after_clarifying():
+    episodes = play(OraclePolicy())
+    audit = audit_episodes(episodes, task_lookup("synthetic"))
+    assert audit["oracle_agreement"] == 1.0
+    assert any(e.first_move == "CLARIFY" for e in episodes)
+    assert audit["followup_accuracy"] == 1.0
+    assert 0 < audit["followup_chance"] < 1
+
+
+def test_always_answer_agrees_only_where_answering_is_optimal():
+    # Free questions and words: CLARIFY and MULTI always earn 1, ANSWER only on an unambiguous task.
+    episodes = play(AlwaysAnswer(), {"source": "synthetic", "costs": {"question": 0.0, "word": 0.0}})
+    lookup = task_lookup("synthetic")
+    unambiguous = sum(len(lookup(e.task_id).interpretations) == 1 for e in episodes) / len(episodes)
+    audit = audit_episodes(episodes, lookup)
+    assert 0 < unambiguous < 1
+    assert audit["oracle_agreement"] == unambiguous
+    assert math.isnan(audit["followup_accuracy"]) and math.isnan(audit["followup_chance"])
+
+
+def test_wrong_answers_after_a_clarification_lower_the_followup_accuracy():
+    episodes = play(OraclePolicy())
+    clarified = [e for e in episodes if e.first_move == "CLARIFY"]
+    wrong = [dataclasses.replace(e, components={**e.components, "accuracy": 0.0}) for e in clarified[:1]]
+    audit = audit_episodes(wrong + clarified[1:], task_lookup("synthetic"))
+    assert audit["followup_accuracy"] == (len(clarified) - 1) / len(clarified)
+
+
+def test_the_oracles_moves_are_carried_out_without_loss_and_a_slipped_copy_is_counted():
+    episodes = play(OraclePolicy(), n=96)
+    tasks = task_lookup("synthetic")
+    audit = execution_audit(episodes, tasks)
+    assert audit["multi"] > 0 and audit["multi_exact"] == 1.0 and audit["multi_errors"] == {}
+    assert audit["execution_loss"]["ANSWER"] == audit["execution_loss"]["MULTI"] == 0.0 and audit["move_regret"] == 0.0
+    assert audit["after_clarify_accuracy"] == 1.0
+    multi = next(e for e in episodes if e.first_move == "MULTI" and len(e.messages[1]["content"].split("; ")) > 1)
+    message = multi.messages[1]["content"]
+    cut = message[: message.rindex(";")]  # the last item lost
+    slipped = dataclasses.replace(multi, messages=[multi.messages[0], {"role": "assistant", "content": cut}])
+    audit = execution_audit([slipped], tasks)
+    assert audit["multi_exact"] == 0.0 and audit["multi_errors"] == {"items": 1}
+
+
+def test_the_user_audit_counts_replies_that_name_the_users_own_meaning():
+    from trainers.audit import user_audit
+
+    episodes = play(OraclePolicy(), n=96)
+    audit = user_audit(episodes, task_lookup("synthetic"))
+    clarified = sum(e.first_move == "CLARIFY" for e in episodes)
+    assert audit["user_replies"] == clarified > 0
+    assert audit["user_names_own_meaning"] == 1.0 and audit["user_guarded"] == 0.0  # the scripted user names its facet
+    first = next(e for e in episodes if e.first_move == "CLARIFY")
+    wrong = dataclasses.replace(
+        first, messages=[*first.messages[:2], {"role": "user", "content": "No idea, sorry."}, *first.messages[3:]]
+    )
+    assert user_audit([wrong], task_lookup("synthetic"))["user_names_no_meaning"] == 1.0
+
+
+def test_clarify_audit_of_an_episode_file_writes_audit_json_beside_it(tmp_path, capsys):
+    episodes = play(OraclePolicy())
+    with EpisodeLog(tmp_path / "grow.jsonl") as log:
+        log.write(episodes)
+    assert main(["audit", str(tmp_path / "grow.jsonl")]) == 0
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert report["label"]["oracle_agreement"] == 1.0 and report["label"]["followup_accuracy"] == 1.0
+    assert report["execution"]["episodes"] == len(episodes) and report["execution"]["multi_exact"] == 1.0
+
+
+def test_clarify_audit_names_a_missing_target_in_one_line(tmp_path, capsys):
+    assert main(["audit", str(tmp_path / "nope.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.jsonl" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

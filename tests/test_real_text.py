@@ -1,0 +1,128 @@
+"""Real text: file sources split into train and dev by task id, behaviour cloning on human clarifying
+questions and clarifications, and the model forced to each move (the fair baselines)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from agents import ScriptedUser
+from clarify_env.sources import load_clarifyingqa, make_source
+from helpers import QUICKSTART, TINY
+from trainers.cli import main
+from trainers.episodes import read_episodes
+
+HEADER = ["id", "vagueQuestion", "clearQuestion", "clarifyingQuestion", "clarification", "answers"]
+YEARS = ("1987", "2012", "1999")
+
+
+def write_clarifyingqa(path: Path, tasks: int) -> Path:
+    """A ClarifyingQA-format file: per task 2-3 meanings told apart by a year, a human-style question."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for k in range(tasks):
+            for j, year in enumerate(YEARS[: 2 + k % 2]):
+                writer.writerow(
+                    [
+                        f"q{k}",
+                        f"Who won cup number {k}?",
+                        f"Who won cup number {k} in {year}?",
+                        "Which year's cup do you mean?",
+                        f"The {year} one.",
+                        f"Zorvath Kel{k}x{j}",
+                    ]
+                )
+    return path
+
+
+def test_a_file_splits_into_train_and_dev_by_task_id(tmp_path: Path) -> None:
+    path = write_clarifyingqa(tmp_path / "cq.csv", 200)
+    spec = {"name": "clarifyingqa", "path": str(path)}
+    train, dev, whole = (make_source({**spec, "split": s}) for s in ("train", "dev", "all"))
+    ids = lambda source: [t.id for t in source]  # noqa: E731
+    assert not set(ids(train)) & set(ids(dev)) and sorted(ids(train) + ids(dev)) == sorted(ids(whole))
+    assert 0.2 < len(dev) / len(whole) < 0.4 and train.name == "clarifyingqa:train"
+    assert ids(make_source({**spec, "split": "dev"})) == ids(dev)  # deterministic
+    other = make_source({**spec, "split": "dev", "split_seed": 1})
+    assert ids(other) != ids(dev)
+    # a task keeps its side when other tasks are added to the file
+    bigger = write_clarifyingqa(tmp_path / "bigger.csv", 300)
+    assert set(ids(dev)) <= set(ids(make_source({**spec, "path": str(bigger), "split": "dev"})))
+    with pytest.raises(ValueError, match="split must be one of"):
+        make_source({**spec, "split": "test"})
+
+
+def test_behaviour_cloning_on_real_text_asks_the_human_question_and_hears_the_human_clarification(tmp_path) -> None:
+    from trainers.config_loading import load_config
+    from trainers.models import make_assistant
+    from trainers.rest import BCPolicy, human_questions
+    from trainers.rollout import RolloutEngine
+
+    path = write_clarifyingqa(tmp_path / "cq.csv", 30)
+    cfg = load_config(QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}"])
+    questions = human_questions(cfg)
+    assert questions == {f"Who won cup number {k}?": "Which year's cup do you mean?" for k in range(30)}
+    policy = BCPolicy({"CLARIFY": 1.0, "ANSWER": 1.0}, make_assistant(cfg, None), questions)
+    env = {"source": {"name": "clarifyingqa", "path": str(path)}, "costs": "default:train"}
+    episodes = RolloutEngine(env, policy, ScriptedUser(), num_envs=8, seed=0).run(40, None, progress=False)
+    tasks = {t.id: t for t in load_clarifyingqa(path)}
+    clarified = [e for e in episodes if e.first_move == "CLARIFY"]
+    assert clarified
+    for e in clarified:
+        meaning = tasks[e.task_id].interpretations[e.interpretation]
+        assert e.messages[1]["content"] == "CLARIFY: Which year's cup do you mean?"
+        assert e.messages[2]["content"] == meaning.facet  # the human clarification itself
+        assert e.components["accuracy"] == 1.0  # and the answer that follows is the meaning's
+
+
+def test_a_run_trains_on_train_evaluates_on_dev_and_records_both(tmp_path: Path) -> None:
+    path = write_clarifyingqa(tmp_path / "cq.csv", 60)
+    run = tmp_path / "run"
+    source = "{{name: clarifyingqa, path: {}, split: {}}}"
+    overrides = [
+        f"env.source={source.format(path, 'train')}",
+        f"eval.source={source.format(path, 'dev')}",
+        "rest.iterations=1",
+        "rest.bc.episodes=64",
+        "rest.grow_episodes=16",
+        "wandb.enabled=false",
+    ]
+    assert main(["train", QUICKSTART, f"run_dir={run}", *TINY, *overrides]) == 0
+    record = json.loads((run / "data.json").read_text())
+    train_ids, dev_ids = set(record["train"]["ids"]), set(record["eval"]["ids"])
+    assert record["train"]["name"] == "clarifyingqa:train" and not train_ids & dev_ids
+    assert {e.task_id for e in read_episodes(run / "iter-1" / "grow.jsonl")} <= train_ids
+    evaluated = {
+        json.loads(line)["task_id"]
+        for f in (run / "iter-1" / "eval" / "episodes").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    }
+    assert evaluated <= dev_ids
+
+
+def test_the_model_forced_to_each_move_is_a_policy_to_evaluate(tmp_path: Path, finished_bc_run: Path) -> None:
+    run = finished_bc_run
+    for move in ("ANSWER", "MULTI", "CLARIFY"):
+        out = tmp_path / move
+        args = [
+            "eval",
+            QUICKSTART,
+            "--policy",
+            f"forced:{move}:{run}",
+            "--split",
+            "default:heldout",
+            "--episodes-per-point",
+            "2",
+            "--quiet",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+        assert main(args) == 0
+        episodes = [json.loads(line) for f in (out / "episodes").glob("*.jsonl") for line in f.read_text().splitlines()]
+        assert len(episodes) == 18 and {e["messages"][1]["content"].split(":")[0] for e in episodes} == {move}
+        assert json.loads((out / "eval.json").read_text())["policy"] == f"run:bc+{move.lower()}"
