@@ -4,6 +4,8 @@ from agents.base import Agent, Assistant, UserReply, UserSimulator, as_assistant
 from agents.baselines import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
 from agents.scripted_user import ScriptedUser
 
+__clarify_env__ = True  # this `agents` is clarify-env's (openai-agents owns the same top-level name)
+
 __all__ = [
     "Agent",
     "AlwaysAnswer",

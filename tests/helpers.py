@@ -187,6 +187,7 @@ class ChatServer:
         import threading
 
         self.reply, self.model, self.fail, self.requests, self.bodies = reply, model, [], 0, []
+        self.adapters: list[str] = []  # names loaded through /v1/load_lora_adapter
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -207,13 +208,14 @@ class ChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path.endswith("/load_lora_adapter"):
+                    server.adapters.append(body["lora_name"])
                     return self._send(200, "Success")
                 server.requests += 1
                 server.bodies.append(body)
                 if server.fail:
                     status = server.fail.pop(0)
                     return self._send(status, {"error": {"message": f"injected {status}", "code": status}})
-                if body["model"] != server.model:
+                if body["model"] != server.model and body["model"] not in server.adapters:
                     return self._send(
                         404,
                         {

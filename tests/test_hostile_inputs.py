@@ -420,3 +420,28 @@ def test_a_user_error_is_one_line_and_exit_code_2(monkeypatch, capsys, args: lis
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     with pytest.raises(Exception, match=re.escape(message)):
         main(["--debug", *args])  # the traceback when asked for
+
+
+def test_another_distributions_agents_package_on_the_path_is_a_one_line_error(tmp_path: Path) -> None:
+    """openai-agents (which verifiers' default install pulls in) owns the top-level name `agents` too."""
+    import os
+    import subprocess
+    import sys
+
+    shadow = tmp_path / "shadow" / "agents"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("from agents.function_schema import function_schema\n")
+    code = "import sys; from trainers.cli import main; sys.exit(main(['eval', '--help']))"
+    run = lambda path: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    shadowed = run(str(tmp_path / "shadow"))
+    assert shadowed.returncode == 2, shadowed.stderr
+    assert str(shadow / "__init__.py") in shadowed.stderr and "pip uninstall openai-agents" in shadowed.stderr
+    assert len(shadowed.stderr.strip().splitlines()) == 1
+    plain = run("")
+    assert plain.returncode == 0 and "--policy" in plain.stdout, plain.stderr

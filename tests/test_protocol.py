@@ -1,3 +1,5 @@
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,7 +70,11 @@ _text = (
     .map(str.strip)
     .filter(
         lambda s: (
-            s and ": " not in s and not s.endswith(":") and not s.startswith(("-", "*", "•", "(")) and s[0].isalnum()
+            s
+            and not re.search(r":\s", s)
+            and not s.endswith(":")
+            and not s.startswith(("-", "*", "•", "("))
+            and s[0].isalnum()
         )
     )
 )

@@ -126,3 +126,13 @@ def test_the_model_forced_to_each_move_is_a_policy_to_evaluate(tmp_path: Path, f
         episodes = [json.loads(line) for f in (out / "episodes").glob("*.jsonl") for line in f.read_text().splitlines()]
         assert len(episodes) == 18 and {e["messages"][1]["content"].split(":")[0] for e in episodes} == {move}
         assert json.loads((out / "eval.json").read_text())["policy"] == f"run:bc+{move.lower()}"
+
+
+def test_a_model_directory_is_a_policy_and_plays_as_its_run_does(tmp_path: Path, finished_bc_run: Path) -> None:
+    """A fully fine-tuned stage's ``policy/`` folder (config.json, no run around it) evaluates as the run."""
+    common = ["--split", "default:heldout", "--episodes-per-point", "2", "--quiet", *TINY]
+    points = {}
+    for name, spec in (("run", finished_bc_run), ("model", finished_bc_run / "bc" / "policy")):
+        assert main(["eval", QUICKSTART, "--policy", str(spec), "--out", str(tmp_path / name), *common]) == 0
+        points[name] = json.loads((tmp_path / name / "eval.json").read_text())["points"]
+    assert points["model"] == points["run"] and sum(p["n"] for p in points["run"]) == 18

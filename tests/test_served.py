@@ -72,6 +72,34 @@ def test_server_errors_and_rate_limits_are_retried(tmp_path, server) -> None:
     assert backend.usage.requests == 1 and backend.usage.prompt_tokens == 10
 
 
+def test_an_adapter_is_loaded_into_the_servers_under_a_name_that_carries_its_weights_digest(tmp_path, server) -> None:
+    from agents.generation import SamplingParams
+    from agents.openai_backend import OpenAIBackend
+
+    other = ChatServer(oracle_reply, model="oracle-chat")
+    backend = OpenAIBackend("oracle-chat", [server.url, other.url])
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v1")
+    backend.add_adapter("iter-1", adapter)
+    first = backend.adapters["iter-1"]
+    assert first.startswith("iter-1-") and server.adapters == other.adapters == [first]  # every server
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v2")  # retrained in place: a new version
+    backend.add_adapter("iter-1", adapter)
+    assert backend.adapters["iter-1"] != first and server.adapters[-1] == backend.adapters["iter-1"]
+    conversation = [
+        {
+            "role": "system",
+            "content": "Price of a clarifying question: 0.100. Price of each word of your final response: 0.0100.",
+        },
+        {"role": "user", "content": "Who?"},
+    ]
+    backend.generate([conversation, conversation], SamplingParams(temperature=0), adapter="iter-1")
+    assert {b["model"] for b in server.bodies + other.bodies} == {backend.adapters["iter-1"]}
+    assert len(server.bodies) == len(other.bodies) == 1  # spread round-robin over the servers
+    other.close()
+
+
 @pytest.mark.parametrize(
     "policy, message",
     [
@@ -155,3 +183,37 @@ def test_a_verifiers_evaluation_scores_each_transcript_as_clarify_env_does(serve
         for name in COMPONENTS:
             assert o["metrics"][name] == pytest.approx(components[name], abs=1e-12)
     assert clarified > 0  # the scripted user answered clarifying questions inside verifiers' loop
+
+
+def test_an_empty_model_response_in_verifiers_is_the_protocol_error_clarify_env_scores() -> None:
+    """verifiers raises EmptyModelResponseError on an empty reply and records no message; the env
+    plays it as the empty message it is (a protocol error), in the first turn or after a question."""
+    require_verifiers()
+    import verifiers as vf
+    from openai import AsyncOpenAI
+
+    from clarify_env.integrations.verifiers_env import replay
+
+    def clarify_then_nothing(messages) -> str:
+        move = oracle_reply(messages)
+        return move if move.startswith("CLARIFY") else ""
+
+    chat = ChatServer(clarify_then_nothing, model="mute")
+    try:
+        env = vf.load_environment("clarify-env", costs="default:heldout", num_examples=12, seed=3)
+        client = vf.OpenAIChatCompletionsClient(AsyncOpenAI(base_url=chat.url, api_key="EMPTY"))
+        outputs = env.evaluate_sync(client=client, model="mute", num_examples=12, sampling_args={"temperature": 0.0})[
+            "outputs"
+        ]
+    finally:
+        chat.close()
+    assert len(outputs) == 12 and {o["stop_condition"] for o in outputs} == {"dialogue_over"}
+    turns = set()
+    for o in outputs:
+        info = json.loads(o["info"]) if isinstance(o["info"], str) else o["info"]
+        said = [m["content"] for m in o["completion"] if m["role"] == "assistant"]
+        turns.add(len(said))
+        components = replay(info, said)["reward_components"]
+        assert components["protocol_penalty"] > 0 and components["accuracy"] == 0.0
+        assert o["reward"] == pytest.approx(components["reward"], abs=1e-9) and o["reward"] < 0
+    assert turns == {0, 1}  # silent at once, and silent after asking

@@ -490,6 +490,7 @@ def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes,
         "sft.logging_steps=1",
         "sft.learning_rate=0.01",
         "sft.max_length=512",
+        "sft.bf16=false",  # float32 both ways: bf16 autocast rounding would differ by reduction order
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     cmd = [
@@ -523,7 +524,14 @@ def test_two_processes_train_like_one_with_gradient_accumulation(tiny, episodes,
     assert ddp["processes"] == 2
 
     single = SFTConfig(
-        lora_rank=4, lora_dropout=0.0, epochs=2, batch_size=4, grad_accumulation=2, logging_steps=1, learning_rate=0.01
+        lora_rank=4,
+        lora_dropout=0.0,
+        epochs=2,
+        batch_size=4,
+        grad_accumulation=2,
+        logging_steps=1,
+        learning_rate=0.01,
+        bf16=False,
     )
     one = train_sft(tiny, examples[:16], tmp_path / "one", single).metrics
     assert [r["step"] for r in ddp["loss_curve"]] == [r["step"] for r in one["loss_curve"]] == [1, 2, 3, 4]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 COMMAND_MODULES = [
@@ -65,7 +67,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def foreign_agents_package() -> str | None:
+    """Where Python finds the top-level package ``agents`` when it is not clarify-env's (None when it
+    is). The name is also owned by openai-agents, which verifiers' default install pulls in."""
+    ours = Path(__file__).resolve().parent.parent / "agents" / "__init__.py"
+    spec = importlib.util.find_spec("agents")
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin is not None and origin == ours and "__clarify_env__" in origin.read_text(encoding="utf-8"):
+        return None
+    return str(origin) if origin is not None else "nowhere"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    foreign = foreign_agents_package()
+    if foreign is not None:
+        print(
+            f"clarify: error: the package `agents` Python imports is {foreign}, not clarify-env's: another "
+            "distribution owns the same name (openai-agents, which `pip install verifiers` pulls in). "
+            "`pip uninstall openai-agents`; install verifiers with --no-deps (README: verifiers)",
+            file=sys.stderr,
+        )
+        return USER_ERROR
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `key=value` overrides after an option (`clarify train CONFIG --resume a.b=1`) still count

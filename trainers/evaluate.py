@@ -159,8 +159,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--policy",
         default=None,
         help="what to evaluate instead of the config's model: a scripted policy (oracle, always_answer, "
-        "always_multi, always_clarify, random_mixture), openai:NAME[@URL] (a served model), a run directory "
-        "or an adapter directory",
+        "always_multi, always_clarify, random_mixture), openai:NAME[@URL] (a served model), a run directory, "
+        "an adapter directory or a model directory",
     )
     p.add_argument("--base-url", default=None, help="the server of an openai: policy (sets model.openai.base_urls)")
     p.add_argument(

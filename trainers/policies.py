@@ -9,6 +9,8 @@ A policy spec is one of:
 - a run directory (it holds ``config.yaml``): the policy of its last finished stage, prompted
   and decoded as that run's own config says;
 - an adapter directory (it holds ``adapter_config.json``): that LoRA adapter on the config's model;
+- a model directory (it holds ``config.json``, e.g. a fully fine-tuned stage's ``policy/``): that
+  model in place of the config's, prompted and decoded as the config says;
 - ``forced:MOVE:SPEC``: the model policy SPEC with its first message opening with the move tag
   MOVE (ANSWER, MULTI or CLARIFY), which the model then continues.
 """
@@ -50,7 +52,9 @@ def policy_name(spec: str) -> str:
     if spec.startswith("openai:"):
         return spec.removeprefix("openai:").split("@")[0].replace("/", "_")
     path = Path(spec)
-    return path.name if (path / "config.yaml").exists() or (path / "adapter_config.json").exists() else spec
+    if any((path / marker).exists() for marker in ("config.yaml", "adapter_config.json", "config.json")):
+        return path.name
+    return spec
 
 
 def build_policy(spec: str, cfg: RunConfig, tokenizer: str | None = None) -> BuiltPolicy:
@@ -87,11 +91,14 @@ def build_policy(spec: str, cfg: RunConfig, tokenizer: str | None = None) -> Bui
         return _run_policy(path, cfg)
     if (path / "adapter_config.json").exists():
         return _model_policy(path.name, replace(cfg, model=replace(cfg.model, adapter=str(path))))
+    if (path / "config.json").exists():
+        return _model_policy(path.name, replace(cfg, model=replace(cfg.model, name=str(path), adapter=None)))
     if spec == "base":
         return _model_policy("base", cfg)
     raise ConfigError(
         f"policy {spec!r} is not a scripted policy ({', '.join(['oracle', *BASELINES])}), `base`, "
-        "`openai:NAME[@URL]`, a run directory (with config.yaml) or an adapter directory"
+        "`openai:NAME[@URL]`, a run directory (with config.yaml), an adapter directory (with "
+        "adapter_config.json) or a model directory (with config.json)"
     )
 
 

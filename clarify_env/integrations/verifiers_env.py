@@ -60,7 +60,9 @@ def example_rows(source: Any, costs: Any, num_examples: int, seed: int, rules: R
 
 def replay(info: Mapping[str, Any], assistant_messages: list[str], rules: Rules = Rules(), user: Any = None) -> dict:
     """A transcript's assistant messages played in ``ClarifyEnv`` on the example's task, prices and
-    hidden meaning; the env's final info (its ``reward_components`` score the transcript)."""
+    hidden meaning; the env's final info (its ``reward_components`` score the transcript). A
+    transcript that stops before the env ends it (the model said nothing more) ends with an empty
+    message, as the verifiers environment plays an empty model response."""
     env = ClarifyEnv(source="synthetic", rules=rules, user=user)
     env.reset(
         seed=0,
@@ -75,7 +77,7 @@ def replay(info: Mapping[str, Any], assistant_messages: list[str], rules: Rules 
         _, _, terminated, truncated, result = env.step(message)
         if terminated or truncated:
             return result
-    return result
+    return env.step("")[4]
 
 
 def _component(name: str):
@@ -120,14 +122,20 @@ def load_environment(
             state.update(clarify_env=env, clarify_info=None, reply=None, stepped=0)
             return state
 
-        @vf.stop
+        @vf.stop(priority=101)  # before verifiers' has_error, which would abort an empty response unscored
         async def dialogue_over(self, state: dict) -> bool:
-            """Step the env with each new assistant message; over when the env ends the episode."""
+            """Step the env with each new assistant message; over when the env ends the episode. An
+            empty model response (verifiers raises EmptyModelResponseError and records no message)
+            is the empty message ClarifyEnv scores as a protocol error."""
             steps = state["trajectory"]
-            if len(steps) == state["stepped"]:
+            if isinstance(state.get("error"), vf.EmptyModelResponseError) and state["clarify_info"] is None:
+                state["error"] = None
+                message = ""
+            elif len(steps) == state["stepped"]:
                 return False
-            state["stepped"] = len(steps)
-            message = steps[-1]["completion"][-1]["content"] or ""
+            else:
+                state["stepped"] = len(steps)
+                message = steps[-1]["completion"][-1]["content"] or ""
             obs, _, terminated, truncated, info = await asyncio.to_thread(state["clarify_env"].step, message)
             if terminated or truncated:
                 state["clarify_info"] = info
