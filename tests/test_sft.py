@@ -273,6 +273,15 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tin
     with pytest.raises(PackingUnsupported, match="sft.packing=false"):
         check_packing(model, batch, 0, 256, CPU)
 
+    # bf16 weights (LoRA's frozen base when training in bf16): checked in float32, then restored exactly
+    model.to(torch.bfloat16)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PackingUnsupported, match="sft.packing=false"):
+        check_packing(model, batch, 0, 256, CPU)
+    model.model.forward = original
+    check_packing(model, batch, 0, 256, CPU)
+    assert all(v.dtype == torch.bfloat16 and torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
 
 def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradients(tiny, examples, tmp_path):
     """The label-only output layer (the prompt's logits never made) is exact for full fine-tuning
