@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 from agents import AlwaysAnswer, OraclePolicy, ScriptedUser
 from trainers.audit import audit_episodes, execution_audit
@@ -90,3 +91,26 @@ def test_clarify_audit_names_a_missing_target_in_one_line(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "nope.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "nope.jsonl" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_clarify_audit_of_a_run_reads_its_evaluation_tasks_from_eval_source(tmp_path):
+    """A run that trains on one split and evaluates on another: `clarify audit RUN` looks the
+    evaluation episodes' tasks up in ``eval.source`` (they are not in ``env.source``)."""
+    import pytest
+    import yaml
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
+    if not data.exists():
+        pytest.skip(f"{data} is not here (the shared data folder)")
+    source = {"name": "clarifyingqa", "path": str(data), "mode": "open"}
+    train, dev = {**source, "split": "train"}, {**source, "split": "dev"}
+    run = tmp_path / "run"
+    (run / "iter-1" / "eval" / "episodes").mkdir(parents=True)
+    config = {"env": {"source": train, "costs": "default:train"}, "eval": {"source": dev}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    episodes = play(OraclePolicy(), env={"source": dev, "costs": "default:train"}, n=16)
+    with EpisodeLog(run / "iter-1" / "eval" / "episodes" / "default-heldout_q0.25_w0.025.jsonl") as log:
+        log.write(episodes)
+    assert main(["audit", str(run)]) == 0
+    report = json.loads((run / "audit.json").read_text())
+    assert report["execution"]["episodes"] == 16 and report["label"]["oracle_agreement"] == 1.0

@@ -262,9 +262,13 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = target if target.is_dir() else next((p for p in target.parents if (p / "config.yaml").exists()), None)
     cfg = load_config(run_dir / "config.yaml", check=False) if run_dir is not None else None
     source = json.loads(args.source) if args.source and args.source.startswith("{") else args.source
-    source = source or (cfg.env.source if cfg else "synthetic")
+    files = _episode_files(target, args.split, args.point)
+    evaluated = any("eval" in path.parts for path in files)  # evaluation episodes: tasks of eval.source
+    if not source and cfg is not None:
+        source = cfg.eval.source if evaluated and cfg.eval.source is not None else cfg.env.source
+    source = source or "synthetic"
     rules = run_rules(cfg) if cfg else Rules()
-    episodes = [e for path in _episode_files(target, args.split, args.point) for e in read_episodes(path)]
+    episodes = [e for path in files for e in read_episodes(path)]
     if not episodes:
         raise ValueError(f"{target}: no episodes to audit")
     tasks = task_lookup(source)
