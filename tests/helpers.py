@@ -11,6 +11,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+CLARIFYINGQA = REPO.parent / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"  # the shared real data
+
+
+def clarifyingqa_file() -> Path:
+    """The shared ClarifyingQA file; the test is skipped where ../shared is not beside the checkout."""
+    if not CLARIFYINGQA.exists():
+        pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
+    return CLARIFYINGQA
+
+
 # configs/quickstart.yaml shrunk to seconds: a 1-layer model, 256 behaviour-cloning dialogues, 32
 # grown episodes in groups of 4, 4 evaluation episodes per held-out price point. Cloning teaches
 # the tiny model enough of the protocol that moves and protocol errors mix.

@@ -3,9 +3,11 @@
 import dataclasses
 import json
 import math
-from pathlib import Path
+
+import yaml
 
 from agents import AlwaysAnswer, OraclePolicy, ScriptedUser
+from helpers import clarifyingqa_file
 from trainers.audit import audit_episodes, execution_audit
 from trainers.cli import main
 from trainers.episodes import EpisodeLog
@@ -96,13 +98,7 @@ def test_clarify_audit_names_a_missing_target_in_one_line(tmp_path, capsys):
 def test_clarify_audit_of_a_run_reads_its_evaluation_tasks_from_eval_source(tmp_path):
     """A run that trains on one split and evaluates on another: `clarify audit RUN` looks the
     evaluation episodes' tasks up in ``eval.source`` (they are not in ``env.source``)."""
-    import pytest
-    import yaml
-
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
-    if not data.exists():
-        pytest.skip(f"{data} is not here (the shared data folder)")
-    source = {"name": "clarifyingqa", "path": str(data), "mode": "open"}
+    source = {"name": "clarifyingqa", "path": str(clarifyingqa_file()), "mode": "open"}
     train, dev = {**source, "split": "train"}, {**source, "split": "dev"}
     run = tmp_path / "run"
     (run / "iter-1" / "eval" / "episodes").mkdir(parents=True)

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -7,9 +5,8 @@ from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, Rando
 from clarify_env import ClarifyEnv, Costs, Move, Rules
 from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
 from clarify_env.sources import load_clarifyingqa
+from helpers import clarifyingqa_file
 from trainers.eval_metrics import policy_expectation
-
-CLARIFYINGQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
 
 
 def values(task, q, w):
@@ -71,9 +68,7 @@ def synthetic_tasks(n: int) -> list:
 
 
 def clarifyingqa_tasks() -> list:
-    if not CLARIFYINGQA.exists():
-        pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
-    return list(load_clarifyingqa(CLARIFYINGQA))
+    return list(load_clarifyingqa(clarifyingqa_file()))
 
 
 @pytest.mark.parametrize("tasks", [lambda: synthetic_tasks(300), clarifyingqa_tasks], ids=["synthetic", "clarifyingqa"])

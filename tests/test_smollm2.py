@@ -11,7 +11,7 @@ from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
 from agents.model_fetch import fetch_model
 from agents.vllm_backend import VLLMBackend
-from helpers import require_vllm
+from helpers import clarifyingqa_file, require_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +64,6 @@ def test_vllm_greedy_matches_transformers_on_smollm2(vllm_backend: VLLMBackend, 
     assert [[c.text for c in v] for v in vllm_outputs] == [[c.text for c in h] for h in hf_outputs]
 
 
-CLARIFYINGQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
-
-
 def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_user(tmp_path: Path) -> None:
     """configs/smollm2_clarifyingqa.yaml at a few episodes a stage: behaviour cloning on human
     clarifications, self-play with the LLM user, the LoRA improve step, evaluation on the dev split."""
@@ -75,15 +72,14 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
     from trainers.cli import main
     from trainers.episodes import read_episodes
 
-    if not CLARIFYINGQA.exists():
-        pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
+    data = clarifyingqa_file()
     config = Path(__file__).resolve().parents[1] / "configs" / "smollm2_clarifyingqa.yaml"
     source = "{{name: clarifyingqa, path: {}, mode: open, split: {}}}"
     run = tmp_path / "run"
     overrides = [
         f"run_dir={run}",
-        f"env.source={source.format(CLARIFYINGQA, 'train')}",
-        f"eval.source={source.format(CLARIFYINGQA, 'dev')}",
+        f"env.source={source.format(data, 'train')}",
+        f"eval.source={source.format(data, 'dev')}",
         "model.backend=transformers",
         "rest.bc.episodes=16",
         "rest.bc.epochs=1",

@@ -24,8 +24,7 @@ from clarify_env.sources import (
 from clarify_env.sources.synthetic import KINDS
 from clarify_env.tasks import Task
 from clarify_env.text import answer_tokens
-
-REAL_CLARIFYINGQA = Path(__file__).parents[2] / "shared" / "data" / "clarifyingqa" / "clarifyingqa.csv"
+from helpers import clarifyingqa_file
 
 
 def sample_many(source: SyntheticSource, n: int, seed: int = 0) -> list[Task]:
@@ -471,11 +470,10 @@ def test_clarifyingqa_empty_files_are_clear_errors(tmp_path):
 
 
 def test_clarifyingqa_real_file_loads_one_task_per_id():
-    if not REAL_CLARIFYINGQA.exists():
-        pytest.skip(f"real ClarifyingQA data not present at {REAL_CLARIFYINGQA}")
-    with REAL_CLARIFYINGQA.open(newline="") as f:
+    path = clarifyingqa_file()
+    with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    source = load_clarifyingqa(REAL_CLARIFYINGQA)
+    source = load_clarifyingqa(path)
     assert len(source) == len({r["id"] for r in rows})
     assert sum(len(t.interpretations) for t in source) == len(rows)
     for task in source:
