@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"clarify: error: the package `agents` Python imports is {foreign}, not clarify-env's: another "
             "distribution owns the same name (openai-agents, which `pip install verifiers` pulls in). "
-            "`pip uninstall openai-agents`; install verifiers with --no-deps (README: verifiers)",
+            '`pip uninstall openai-agents`; install verifiers with --no-deps (docs/benchmark-your-model.md, "From verifiers")',
             file=sys.stderr,
         )
         return USER_ERROR
