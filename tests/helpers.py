@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,30 @@ def clarifyingqa_file() -> Path:
     if not CLARIFYINGQA.exists():
         pytest.skip(f"{CLARIFYINGQA} is not here (the shared data folder)")
     return CLARIFYINGQA
+
+
+CLARIFYINGQA_HEADER = ["id", "vagueQuestion", "clearQuestion", "clarifyingQuestion", "clarification", "answers"]
+CUP_YEARS = ("1987", "2012", "1999")
+
+
+def write_clarifyingqa(path: Path, tasks: int) -> Path:
+    """A ClarifyingQA-format file: per task 2-3 meanings told apart by a year, a human-style question."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CLARIFYINGQA_HEADER)
+        for k in range(tasks):
+            for j, year in enumerate(CUP_YEARS[: 2 + k % 2]):
+                writer.writerow(
+                    [
+                        f"q{k}",
+                        f"Who won cup number {k}?",
+                        f"Who won cup number {k} in {year}?",
+                        "Which year's cup do you mean?",
+                        f"The {year} one.",
+                        f"Zorvath Kel{k}x{j}",
+                    ]
+                )
+    return path
 
 
 # configs/quickstart.yaml shrunk to seconds: a 1-layer model, 256 behaviour-cloning dialogues, 32

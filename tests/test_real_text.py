@@ -3,7 +3,6 @@ questions and clarifications, and the model forced to each move (the fair baseli
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,32 +10,9 @@ import pytest
 
 from agents import ScriptedUser
 from clarify_env.sources import load_clarifyingqa, make_source
-from helpers import QUICKSTART, TINY
+from helpers import QUICKSTART, TINY, write_clarifyingqa
 from trainers.cli import main
 from trainers.episodes import read_episodes
-
-HEADER = ["id", "vagueQuestion", "clearQuestion", "clarifyingQuestion", "clarification", "answers"]
-YEARS = ("1987", "2012", "1999")
-
-
-def write_clarifyingqa(path: Path, tasks: int) -> Path:
-    """A ClarifyingQA-format file: per task 2-3 meanings told apart by a year, a human-style question."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(HEADER)
-        for k in range(tasks):
-            for j, year in enumerate(YEARS[: 2 + k % 2]):
-                writer.writerow(
-                    [
-                        f"q{k}",
-                        f"Who won cup number {k}?",
-                        f"Who won cup number {k} in {year}?",
-                        "Which year's cup do you mean?",
-                        f"The {year} one.",
-                        f"Zorvath Kel{k}x{j}",
-                    ]
-                )
-    return path
 
 
 def test_a_file_splits_into_train_and_dev_by_task_id(tmp_path: Path) -> None:

@@ -66,13 +66,15 @@ def test_vllm_greedy_matches_transformers_on_smollm2(vllm_backend: VLLMBackend, 
 
 def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_user(tmp_path: Path) -> None:
     """configs/smollm2_clarifyingqa.yaml at a few episodes a stage: behaviour cloning on human
-    clarifications, self-play with the LLM user, the LoRA improve step, evaluation on the dev split."""
+    clarifications, the user's own adapter cloned, self-play with it, the LoRA improve step, evaluation on the dev split."""
     import json
 
     from trainers.cli import main
     from trainers.episodes import read_episodes
 
-    data = clarifyingqa_file()
+    rows = clarifyingqa_file().read_text(encoding="utf-8").splitlines(keepends=True)
+    data = tmp_path / "clarifyingqa-head.csv"  # the file's first ~60 questions: the user's clone in a minute
+    data.write_text("".join(rows[:200]), encoding="utf-8")
     config = Path(__file__).resolve().parents[1] / "configs" / "smollm2_clarifyingqa.yaml"
     source = "{{name: clarifyingqa, path: {}, mode: open, split: {}}}"
     run = tmp_path / "run"
@@ -90,6 +92,7 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
         "sampling.max_new_tokens=48",
         "sft.batch_size=4",
         "sft.checkpoint_steps=0",
+        "user.clone_epochs=1",
         "wandb.enabled=false",
     ]
     assert main(["train", str(config), *overrides]) == 0
@@ -97,6 +100,7 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
     assert len(grown) == 6 and {e.metadata["forced_first_move"] for e in grown} == {"ANSWER", "MULTI", "CLARIFY"}
     clarified = [e for e in grown if e.first_move == "CLARIFY" and len(e.messages) > 2]
     assert all(e.metadata["user_sources"][0] in ("model", "guard", "fallback") for e in clarified)  # the LLM user
+    assert json.loads((run / "user" / "done.json").read_text())["turns"]["clarify"] > 50  # under its own adapter
     bc = read_episodes(run / "bc" / "episodes.jsonl")
     assert any(e.messages[1]["content"].startswith("CLARIFY:") and "?" in e.messages[1]["content"] for e in bc)
     report = json.loads((run / "iter-1" / "eval" / "eval.json").read_text())

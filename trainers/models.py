@@ -31,6 +31,8 @@ from trainers.stages import Policy, StageError
 TINY_MODEL_DIR = "tiny-model"
 TINY_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 POLICY_ADAPTER = "policy"  # the name model.adapter is registered under
+USER_ADAPTER = "user"  # the name user.adapter is registered under
+USER_CLONE = "clone"  # user.adapter's value for the run's own cloned user (stage user/)
 
 
 def tiny_corpus(num_tasks: int = 1000, seed: int = 0) -> list[str]:
@@ -186,7 +188,27 @@ def make_user(
     user_sampling = SamplingParams(  # a user's turn is one line
         temperature=cfg.user.temperature, max_new_tokens=cfg.user.max_new_tokens, stop=("\n",)
     )
-    return LLMUser(backend, user_sampling)
+    adapter = None
+    if cfg.user.adapter is not None:
+        path = user_adapter_path(cfg)
+        if not (path / "adapter_config.json").exists():
+            how = (
+                f"`clarify train` of this config trains it first (stage {Path(cfg.run_dir) / 'user'})"
+                if cfg.user.adapter == USER_CLONE
+                else "give the folder of a saved peft adapter"
+            )
+            raise StageError(f"user.adapter: no LoRA adapter at {path}: {how}")
+        if backend.adapters.get(USER_ADAPTER) is None:  # registered once per backend
+            backend.add_adapter(USER_ADAPTER, path)
+        adapter = USER_ADAPTER
+    return LLMUser(backend, user_sampling, adapter)
+
+
+def user_adapter_path(cfg: RunConfig) -> Path:
+    """Where ``user.adapter`` lives: ``<run_dir>/user/adapter`` for ``clone``, else the path given."""
+    if cfg.user.adapter == USER_CLONE:
+        return Path(cfg.run_dir) / "user" / "adapter"
+    return Path(str(cfg.user.adapter))
 
 
 def make_agents(cfg: RunConfig, backend: GenerationBackend) -> tuple[LLMAssistant, UserSimulator]:

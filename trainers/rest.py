@@ -1,6 +1,7 @@
 """Reinforced Self-Training, read top to bottom like the algorithm box::
 
     start = behaviour_cloning()            cost-blind scripted dialogues, cloned (optional)
+    user  = clone_user()                   the self-play user's own adapter (optional, user.adapter: clone)
     for iteration in 1..N:
         grown  = grow(policy)              self-play at training prices, K samples per (task, prices)
         kept   = filter(grown)             best of each group / rising threshold
@@ -17,6 +18,7 @@ checkpoints), so no finished episode or checkpoint is lost or redone.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,11 +37,12 @@ from trainers.config_loading import add_config_arguments, config_from_args, to_d
 from trainers.episodes import Episode, EpisodeLog, read_finished_episodes
 from trainers.evaluate import evaluate_policy, split_points
 from trainers.filtering import episode_score, filter_episodes
-from trainers.models import PolicyBackends, load_policy_model, make_assistant, run_rules
+from trainers.models import USER_CLONE, PolicyBackends, load_policy_model, make_assistant, run_rules, user_adapter_path
 from trainers.rollout import RolloutEngine, env_kwargs, play_order, summarize
 from trainers.run_logging import RunLogger
 from trainers.sft import build_sft_examples, train_sft
 from trainers.stages import Policy, Stage, prepare_run_dir
+from trainers.user_cloning import user_chats
 
 
 class BCPolicy(Assistant):
@@ -225,6 +228,36 @@ def behaviour_cloning(run: ReSTRun) -> Policy:
     return cloned
 
 
+def clone_user(run: ReSTRun) -> Policy:
+    """The self-play user's own adapter (``user.adapter: clone``): the base model fine-tuned on the
+    training tasks' user turns (``trainers.user_cloning``), before any policy plays against it."""
+    from clarify_env.sources import make_source
+
+    stage = run.stage("user")
+    if stage.record is not None:
+        return stage.policy()
+    chats = user_chats(make_source(run.cfg.env.source))
+    if not chats:
+        raise ConfigError("user.adapter 'clone': the training tasks have no task with two meanings to clone a user on")
+    print(f"[user] cloning the user on {len(chats)} turns of the training tasks ({run.cfg.user.clone_epochs} epochs)")
+    import transformers
+
+    cfg = run.cfg
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run.base.model)
+    examples = build_sft_examples(
+        chats, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs, [1.0] * len(chats)
+    )
+    sft = replace(cfg.sft, epochs=cfg.user.clone_epochs, lora=True)  # a LoRA adapter even where the policy is not
+
+    def on_log(record: dict) -> None:
+        run.logger.log({f"user/{k}": v for k, v in record.items()}, 0)
+
+    result = train_sft(run.base.model, examples, user_adapter_path(cfg), sft, resume=True, on_log=on_log)
+    cloned = Policy(run.base.model, str(result.path), "user")
+    stage.finish({"chats": len(chats), "turns": dict(Counter(c.episode_id.rsplit("/", 1)[1] for c in chats))}, cloned)
+    return cloned
+
+
 def human_questions(cfg: RunConfig) -> dict[str, str]:
     """Each training query's human clarifying question, where its tasks carry one (ClarifyingQA)."""
     from clarify_env.sources import ListSource, make_source
@@ -322,6 +355,8 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
     run = open_run(cfg, resume)
     try:
         start = behaviour_cloning(run) if cfg.rest.bc.enabled else run.base
+        if cfg.user.adapter == USER_CLONE:
+            clone_user(run)
         evaluate(
             run, start, run.stage("bc/eval" if cfg.rest.bc.enabled else "start/eval"), 0, final=cfg.rest.iterations == 0
         )

@@ -101,19 +101,24 @@ def _policy_from_record(record: dict[str, Any], run_dir: Path) -> Policy:
 # what a changed key alters: the longest matching prefix wins; "" nothing that is finished
 # (generation knobs that give the same tokens, logging, the number of iterations still to run)
 AFFECTS = {
-    "seed": "bc eval iter",
-    "model": "bc eval iter",
-    "env": "bc eval iter",
+    "seed": "bc eval iter user",
+    "model": "bc eval iter user",
+    "env": "bc eval iter user",
     "assistant": "bc eval iter",
+    "model.backend": "eval iter",  # generation only: behaviour cloning and the user's clone train locally
+    "model.vllm": "eval iter",
+    "model.openai": "eval iter",
     "model.batch_size": "",
     "model.kv_cache": "",
     "model.wave_tokens": "",
     "sampling": "iter",
     "user": "eval iter",
+    "user.adapter": "user eval iter",
+    "user.clone_epochs": "user eval iter",
     "rollout": "iter",
     "rollout.num_envs": "",
     "rollout.episodes": "",
-    "sft": "bc iter",
+    "sft": "bc user iter",
     "sft.logging_steps": "",
     "sft.checkpoint_steps": "",
     "eval": "eval",
@@ -134,15 +139,17 @@ def _affects(key: str) -> set[str]:
         prefix = ".".join(parts[:n])
         if prefix in AFFECTS:
             return set(AFFECTS[prefix].split())
-    return {"bc", "eval", "iter"}
+    return {"bc", "user", "eval", "iter"}
 
 
 def finished_stages(run_dir: Path) -> list[tuple[str, set[str]]]:
-    """The finished stages in run order, each with its kinds (bc, eval, final, iter)."""
-    names = ["bc", "start"] + sorted((p.name for p in run_dir.glob("iter-*")), key=lambda n: int(n.split("-")[1]))
+    """The finished stages in run order, each with its kinds (bc, user, eval, final, iter)."""
+    names = ["bc", "user", "start"] + sorted(
+        (p.name for p in run_dir.glob("iter-*")), key=lambda n: int(n.split("-")[1])
+    )
     stages = []
     for name in names:
-        kinds = {"bc"} if name == "bc" else {"iter"} if name.startswith("iter-") else set()
+        kinds = {"bc": {"bc"}, "user": {"user"}}.get(name, {"iter"} if name.startswith("iter-") else set())
         if kinds and (run_dir / name / DONE).exists():
             stages.append((name, kinds))
         if (run_dir / name / "eval" / DONE).exists():
