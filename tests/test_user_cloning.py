@@ -114,3 +114,22 @@ def test_clarify_eval_with_a_clone_that_was_never_trained_is_one_line(tmp_path: 
     assert code == 2
     err = capsys.readouterr().err
     assert "user.adapter: no LoRA adapter" in err and "Traceback" not in err
+
+
+def test_generation_settings_and_the_user_change_after_behaviour_cloning_but_its_training_does_not(tmp_path) -> None:
+    from trainers.stages import resume_check
+
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "done.json").write_text("{}")
+    saved = {"model": {"name": "m", "backend": "vllm", "vllm": {"max_loras": 1}}, "user": {"kind": "llm"}}
+    later = {
+        "model": {"name": "m", "backend": "transformers", "vllm": {"max_loras": 2}},
+        "user": {"kind": "llm", "adapter": "clone"},
+    }
+    assert set(resume_check(saved, later, tmp_path)) == {"model.backend", "model.vllm.max_loras", "user"}
+    with pytest.raises(ConfigError, match=r"model\.name \('m' -> 'n'\) would change finished stages bc"):
+        resume_check(saved, {**saved, "model": {**saved["model"], "name": "n"}}, tmp_path)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "done.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"user\.clone_epochs \(1 -> 2\) would change finished stages user"):
+        resume_check({**saved, "user": {"clone_epochs": 1}}, {**saved, "user": {"clone_epochs": 2}}, tmp_path)
