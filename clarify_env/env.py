@@ -183,16 +183,19 @@ class ClarifyEnv(gym.Env):
                 )
             components = self._score(user_reply, final_words(action, self.rules))
             info = self._info(move=action.move, components=components, outcome="answered", extracted=user_reply)
-            info["expected_reward"] = self._expected_reward(action, components.reward)
+            info["rule_expected_reward"] = self._rule_expected_reward(action, components.reward)
+            info["expected_reward"] = (
+                info["rule_expected_reward"] if getattr(self.user, "reads_by_rule", False) else components.reward
+            )
             return self._observation(), components.reward, True, False, info
         if outcome == "truncated":
             components = self._score(None, 0)
             info = self._info(move=Move.CLARIFY, components=components, outcome="truncated")
-            info["expected_reward"] = components.reward
+            info["expected_reward"] = info["rule_expected_reward"] = components.reward
             return self._observation(), components.reward, False, True, info
         components = self._score(None, 0, protocol_error=True)
         info = self._info(components=components, outcome="protocol_error", error=action.reason)
-        info["expected_reward"] = components.reward
+        info["expected_reward"] = info["rule_expected_reward"] = components.reward
         return self._observation(), components.reward, True, False, info
 
     # --- helpers -----------------------------------------------------------------------------
@@ -216,16 +219,18 @@ class ClarifyEnv(gym.Env):
             )
         return make_cost_sampler(costs).sample(self.np_random)
 
-    def _expected_reward(self, action: Action, realised: float) -> float:
-        """The reward averaged over the user's possible meanings, where that is exact.
+    def _rule_expected_reward(self, action: Action, realised: float) -> float:
+        """The reward of a final response averaged over the user's possible meanings, each read
+        by rule (``scoring.expected_score``), where the response cannot depend on the meaning:
+        given before any clarification. After a clarification it is the realised reward.
 
-        A final response given before any clarification is scored against every meaning
-        (``scoring.expected_score``) when the user reads final responses by that rule
-        (``reads_by_rule``, as the scripted user does); this removes the luck of a guess from
-        ReST's filter. Otherwise (after a clarification, or with an LLM user) it is the realised
-        reward.
+        With a user that reads by that rule (``reads_by_rule``, as the scripted user does) this is
+        the exact expectation and is also ``info["expected_reward"]``: it removes the luck of a
+        guess from ReST's filter. With an LLM user it is the value the response would have were
+        the user's reading perfect (``info["rule_expected_reward"]`` only; ``expected_reward`` is
+        then the realised reward), the score of ``rest.filter.score: rule_expected_reward``.
         """
-        if self.questions or not getattr(self.user, "reads_by_rule", False):
+        if self.questions:
             return realised
         return expected_score(meanings_of(self.task), action, self.costs, self.rules, self.task.query).reward
 

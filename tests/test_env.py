@@ -151,3 +151,25 @@ def test_scripted_user_never_leaks_a_gold_answer_in_clarifications():
                 ambiguous += 1
                 named += task.interpretations[env.interpretation_index].facet in reply
     assert named == ambiguous > 2000  # a question naming every facet is answered with the user's own
+
+
+class _ModelLikeUser(ScriptedUser):
+    """Reads as the scripted user does but, like an LLM user, does not promise to."""
+
+    reads_by_rule = False
+
+
+def test_rule_expected_reward_removes_a_lucky_guess_for_any_user(beast_task):
+    costs = {"question": 0.2, "word": 0.01}
+    for user, exact in [(ScriptedUser(), True), (_ModelLikeUser(), False)]:
+        env = ClarifyEnv(costs=costs, user=user)
+        env.reset(seed=0, options={"task": beast_task, "interpretation": 1})
+        _, reward, _, _, info = env.step("ANSWER: Jay Ryan")  # the 30% meaning: a lucky guess
+        assert reward == pytest.approx(1.0 - 0.02)
+        assert info["rule_expected_reward"] == pytest.approx(0.3 - 0.02)
+        assert info["expected_reward"] == pytest.approx(0.3 - 0.02 if exact else 1.0 - 0.02)
+        # after a clarification the response can depend on the meaning: realised, for both
+        env.reset(seed=0, options={"task": beast_task, "interpretation": 1})
+        env.step("CLARIFY: Which series?")
+        _, reward, _, _, info = env.step("ANSWER: Jay Ryan")
+        assert info["rule_expected_reward"] == info["expected_reward"] == pytest.approx(reward)

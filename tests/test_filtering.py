@@ -58,3 +58,12 @@ def test_the_score_is_the_expected_reward_unless_the_realised_one_is_asked_for()
     lucky = [episode("g", 0, 0.6, reward=1.0), episode("g", 1, 0.8, reward=0.8)]
     assert ids(filter_episodes(lucky, FilterConfig(score="reward"))) == ["g-s0"]
     assert ids(filter_episodes(lucky, FilterConfig(score="expected_reward"))) == ["g-s1"]
+
+
+def test_rule_expected_reward_scores_from_the_episodes_record():
+    guess, clarify = episode("g", 0, 1.0), episode("g", 1, 0.8)  # an LLM user's lucky guess, realised
+    guess.metadata["rule_expected_reward"], clarify.metadata["rule_expected_reward"] = 0.3, 0.8
+    assert ids(filter_episodes([guess, clarify], FilterConfig(score="expected_reward"))) == ["g-s0"]
+    assert ids(filter_episodes([guess, clarify], FilterConfig(score="rule_expected_reward"))) == ["g-s1"]
+    with pytest.raises(ValueError, match="g-s0 has no metadata.rule_expected_reward"):
+        filter_episodes([episode("g", 0, 1.0)], FilterConfig(score="rule_expected_reward"))

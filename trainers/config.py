@@ -435,10 +435,13 @@ class BCConfig:
 class FilterConfig:
     """Which grown episodes the improve step trains on (``trainers.filtering``)."""
 
-    score: Literal["expected_reward", "reward"] = knob(
+    score: Literal["expected_reward", "rule_expected_reward", "reward"] = knob(
         "expected_reward",
-        "`expected_reward`: averaged over the user's meanings where exact (the luck of a "
-        "guess removed); `reward`: as realised.",
+        "`expected_reward`: averaged over the user's meanings where exact (a user that reads by "
+        "rule, as the scripted one: the luck of a guess removed), else as realised; "
+        "`rule_expected_reward`: a final response given before any clarification averaged over the "
+        "meanings as read by rule, for any user (an LLM user's lucky guesses removed too; its "
+        "misreadings not counted); `reward`: as realised.",
     )
     best_k: int = knob(1, "Keep the k best of each (task, prices) group; 0 keeps all that pass.")
     threshold: float | None = knob(None, "Keep only scores >= this at the first improve step ...")

@@ -10,6 +10,16 @@ from trainers.episodes import Episode
 
 
 def episode_score(episode: Episode, config: FilterConfig) -> float:
+    """The episode's score under ``config.score`` (``FilterConfig``); an episode recorded without
+    a rule-read expectation (grown by an older version) is a ``ValueError`` naming it."""
+    if config.score == "rule_expected_reward":
+        value = episode.metadata.get("rule_expected_reward")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(
+                f"episode {episode.episode_id} has no metadata.rule_expected_reward (grown before it was "
+                "recorded): regrow it (delete the iteration's folder) or set rest.filter.score: expected_reward"
+            )
+        return float(value)
     return episode.expected_reward if config.score == "expected_reward" else episode.reward
 
 

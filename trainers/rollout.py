@@ -321,6 +321,7 @@ class RolloutEngine:
             metadata={
                 "seed": s.seed,
                 "protocol_error": info["protocol_error"],
+                "rule_expected_reward": info["rule_expected_reward"],
                 "extracted_answer": info["extracted_answer"],
                 "finish_reasons": s.finish_reasons,
                 "user_sources": s.user_sources,
