@@ -351,3 +351,29 @@ def test_a_resumed_bf16_grow_redraws_the_same_episodes_up_to_the_tokens_of_rare_
     fixed = lambda e: (e.task_id, e.costs, e.interpretation, e.metadata["seed"])  # noqa: E731
     assert [fixed(e) for e in a] == [fixed(e) for e in b]
     assert sum(x.messages == y.messages for x, y in zip(a, b)) >= 0.8 * len(a)
+
+
+def test_a_larger_final_evaluation_applies_to_the_evaluation_that_is_last_now(tmp_path: Path) -> None:
+    from trainers.stages import resume_check
+
+    def finish(stage: str) -> None:
+        (tmp_path / stage).mkdir(parents=True)
+        (tmp_path / stage / "done.json").write_text("{}")
+
+    def rest(iterations: int, final: int = 0) -> dict:
+        return {"rest": {"iterations": iterations, "final_episodes_per_point": final}}
+
+    finish("bc")
+    finish("bc/eval")
+    # the start's evaluation was the last of a run of 0 iterations; with one more it is not
+    assert set(resume_check(rest(0), rest(1, 100), tmp_path)) == {"rest.iterations", "rest.final_episodes_per_point"}
+    with pytest.raises(
+        ConfigError, match=r"rest\.final_episodes_per_point \(0 -> 100\) would change finished stages bc/eval"
+    ):
+        resume_check(rest(0), rest(0, 100), tmp_path)
+    finish("iter-1")
+    finish("iter-1/eval")
+    # fewer iterations make iter-1's (ordinary) evaluation the last: the larger one is not silently skipped
+    with pytest.raises(ConfigError, match=r"rest\.iterations \(2 -> 1\) makes the finished iter-1/eval the final"):
+        resume_check(rest(2, 100), rest(1, 100), tmp_path)
+    assert set(resume_check(rest(2), rest(1), tmp_path)) == {"rest.iterations"}

@@ -142,8 +142,11 @@ def _affects(key: str) -> set[str]:
     return {"bc", "user", "eval", "iter"}
 
 
-def finished_stages(run_dir: Path) -> list[tuple[str, set[str]]]:
-    """The finished stages in run order, each with its kinds (bc, user, eval, final, iter)."""
+def finished_stages(run_dir: Path, iterations: tuple[int, ...] = ()) -> list[tuple[str, set[str]]]:
+    """The finished stages in run order, each with its kinds (bc, user, eval, final, iter). An
+    evaluation is of kind ``final`` when it is the run's last under each count of ``iterations``
+    (the saved and the resumed one: a change of the final evaluation's settings alters it only
+    then); every evaluation is when no count is known."""
     names = ["bc", "user", "start"] + sorted(
         (p.name for p in run_dir.glob("iter-*")), key=lambda n: int(n.split("-")[1])
     )
@@ -153,8 +156,15 @@ def finished_stages(run_dir: Path) -> list[tuple[str, set[str]]]:
         if kinds and (run_dir / name / DONE).exists():
             stages.append((name, kinds))
         if (run_dir / name / "eval" / DONE).exists():
-            stages.append((f"{name}/eval", {"eval", "final"}))
+            final = all(was_final(name, n) for n in iterations)
+            stages.append((f"{name}/eval", {"eval", "final"} if final else {"eval"}))
     return stages
+
+
+def was_final(name: str, iterations: int) -> bool:
+    """Whether stage ``name``'s evaluation is the last of a run of ``iterations`` iterations (the
+    start's, ``bc`` or ``start``, when there are none)."""
+    return name == f"iter-{iterations}" if iterations > 0 else name in ("bc", "start")
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -173,7 +183,8 @@ def resume_check(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) 
     """The changed keys a resumed run may take (none alters a finished stage); a ``ConfigError``
     naming the finished stages a change would invalidate otherwise."""
     changed = config_differences(saved, current)
-    stages = finished_stages(run_dir)
+    counts = tuple(n for n in (_iterations(saved), _iterations(current)) if n is not None)
+    stages = finished_stages(run_dir, counts)
     for key, change in changed.items():
         kinds = _affects(key)
         first = next((i for i, (_, k) in enumerate(stages) if k & kinds), None)
@@ -183,7 +194,29 @@ def resume_check(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) 
                 f"{key} ({change}) would change finished stages {invalid} of {run_dir}: resume with "
                 "the saved value, or delete those stages' folders to redo them, or use a new run_dir"
             )
+    # fewer iterations can make a finished evaluation the last one, which a larger final one replaces
+    before, now = _iterations(saved), _iterations(current)
+    large = (current.get("rest") or {}).get("final_episodes_per_point")
+    for name, _ in stages:
+        stage = name.removesuffix("/eval")
+        if (
+            large
+            and name != stage
+            and None not in (before, now)
+            and was_final(stage, now)
+            and not was_final(stage, before)
+        ):
+            raise ConfigError(
+                f"rest.iterations ({before} -> {now}) makes the finished {name} the final evaluation, which "
+                f"ran without rest.final_episodes_per_point ({large}): delete {run_dir / name} to redo it, "
+                "or resume with the saved value"
+            )
     return changed
+
+
+def _iterations(config: dict[str, Any]) -> int | None:
+    value = (config.get("rest") or {}).get("iterations")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
