@@ -377,3 +377,16 @@ def test_a_larger_final_evaluation_applies_to_the_evaluation_that_is_last_now(tm
     with pytest.raises(ConfigError, match=r"rest\.iterations \(2 -> 1\) makes the finished iter-1/eval the final"):
         resume_check(rest(2, 100), rest(1, 100), tmp_path)
     assert set(resume_check(rest(2), rest(1), tmp_path)) == {"rest.iterations"}
+
+
+def test_the_improve_steps_epochs_change_after_behaviour_cloning_but_its_other_sft_settings_do_not(
+    tmp_path: Path,
+) -> None:
+    from trainers.stages import resume_check
+
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "done.json").write_text("{}")
+    saved = {"sft": {"epochs": 2, "learning_rate": 1e-3}}
+    assert set(resume_check(saved, {"sft": {"epochs": 6, "learning_rate": 1e-3}}, tmp_path)) == {"sft.epochs"}
+    with pytest.raises(ConfigError, match=r"sft\.learning_rate \(0\.001 -> 0\.002\) would change finished stages bc"):
+        resume_check(saved, {"sft": {"epochs": 2, "learning_rate": 2e-3}}, tmp_path)

@@ -119,6 +119,7 @@ AFFECTS = {
     "rollout.num_envs": "",
     "rollout.episodes": "",
     "sft": "bc user iter",
+    "sft.epochs": "iter",  # behaviour cloning and the user's clone pass rest.bc.epochs / user.clone_epochs
     "sft.logging_steps": "",
     "sft.checkpoint_steps": "",
     "eval": "eval",
