@@ -91,6 +91,7 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
         "eval.bootstrap_samples=10",
         "sampling.max_new_tokens=48",
         "sft.batch_size=4",
+        "sft.epochs=1",
         "sft.checkpoint_steps=0",
         "user.clone_epochs=1",
         "wandb.enabled=false",
