@@ -184,8 +184,8 @@ def resume_check(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) 
     """The changed keys a resumed run may take (none alters a finished stage); a ``ConfigError``
     naming the finished stages a change would invalidate otherwise."""
     changed = config_differences(saved, current)
-    counts = tuple(n for n in (_iterations(saved), _iterations(current)) if n is not None)
-    stages = finished_stages(run_dir, counts)
+    before, now = _iterations(saved), _iterations(current)
+    stages = finished_stages(run_dir, tuple(n for n in (before, now) if n is not None))
     for key, change in changed.items():
         kinds = _affects(key)
         first = next((i for i, (_, k) in enumerate(stages) if k & kinds), None)
@@ -196,7 +196,6 @@ def resume_check(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) 
                 "the saved value, or delete those stages' folders to redo them, or use a new run_dir"
             )
     # fewer iterations can make a finished evaluation the last one, which a larger final one replaces
-    before, now = _iterations(saved), _iterations(current)
     large = (current.get("rest") or {}).get("final_episodes_per_point")
     for name, _ in stages:
         stage = name.removesuffix("/eval")
