@@ -16,6 +16,7 @@ from trainers.config import ConfigError
 from trainers.config_loading import load_config, save_config
 from trainers.episodes import EpisodeLog, read_episodes
 from trainers.eval_metrics import task_lookup
+from trainers.rest import improve_data
 
 
 @pytest.fixture
@@ -139,7 +140,9 @@ def test_the_config_defaults_train_end_to_end_shrunk_only_in_sizes(tmp_path: Pat
     assert len(read_episodes(run / "iter-2" / "grow.jsonl")) == 16
 
 
-def test_explore_first_move_grows_every_move_in_every_group_but_not_the_bc_dialogues(tmp_path: Path) -> None:
+def test_explore_first_move_grows_every_move_in_every_group_and_relabelling_adds_their_picks_at_new_prices(
+    tmp_path: Path,
+) -> None:
     run = tmp_path / "run"
     assert (
         train(
@@ -147,6 +150,7 @@ def test_explore_first_move_grows_every_move_in_every_group_but_not_the_bc_dialo
             "rollout.explore_first_move=true",
             "rollout.samples_per_group=3",
             "rest.grow_episodes=30",
+            "rest.relabel_prices=2",
             "wandb.enabled=false",
         )
         == 0
@@ -161,6 +165,15 @@ def test_explore_first_move_grows_every_move_in_every_group_but_not_the_bc_dialo
     kept = read_episodes(run / "iter-1" / "kept.jsonl")
     for e in kept:  # the best of each group: no other move of its task and prices scored higher
         assert e.expected_reward == max(g.expected_reward for g in _groups(grown)[e.group_id])
+    # hindsight price relabelling: each group's pick at 2 fresh training prices joins the improve data
+    relabelled = read_episodes(run / "iter-1" / "relabelled.jsonl")
+    done = json.loads((run / "iter-1" / "done.json").read_text())
+    assert 0 < len(relabelled) <= 2 * len(_groups(grown)) and done["filter/relabelled"] == len(relabelled)
+    assert {e.metadata["relabelled_from"] for e in relabelled} <= {e.episode_id for e in grown}
+    sft = json.loads((run / "iter-1" / "policy" / "sft_metrics.json").read_text())
+    cfg = load_config(run / "config.yaml")
+    with_relabelled, kept_only = improve_data(cfg, 1, [*kept, *relabelled], bc), improve_data(cfg, 1, kept, bc)
+    assert sft["examples"] == len(with_relabelled.episodes) > len(kept_only.episodes)
 
 
 def _groups(episodes) -> dict[str, list]:

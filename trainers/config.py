@@ -467,6 +467,13 @@ class ReSTConfig:
         "their cost-blind move tags out of the loss: they keep the copying sharp while the kept "
         "episodes teach the moves (a fresh draw for each copy of the kept episodes).",
     )
+    relabel_prices: int = knob(
+        0,
+        "Hindsight price relabelling (`trainers.relabel`): each grown group is also scored at this many "
+        "fresh draws of the training prices, and the filter's pick under each is kept with those prices "
+        "in its prompt. Rewards are linear in the prices, so one execution of each move teaches its "
+        "trade-off at many prices with no further generation; 0 keeps only the grown prices.",
+    )
     eval_each_iteration: bool = knob(True, "Evaluate every iteration's policy (else only the start and the last).")
     final_episodes_per_point: int = knob(0, "> 0: a larger final evaluation (else `eval.episodes_per_point`).")
     final_splits: list[str] = knob(
@@ -478,7 +485,7 @@ class ReSTConfig:
     filter: FilterConfig = knob(FilterConfig, "The filter.")
 
     def __post_init__(self) -> None:
-        _at_least(self, "rest", 0, "iterations", "final_episodes_per_point")
+        _at_least(self, "rest", 0, "iterations", "final_episodes_per_point", "relabel_prices")
         _at_least(self, "rest", 1, "grow_episodes")
         require(0 <= self.replay < 1, "rest.replay", "must be in [0, 1)", self.replay)
 

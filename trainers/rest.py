@@ -38,10 +38,11 @@ from trainers.episodes import Episode, EpisodeLog, read_finished_episodes
 from trainers.evaluate import evaluate_policy, split_points
 from trainers.filtering import episode_score, filter_episodes
 from trainers.models import USER_CLONE, PolicyBackends, load_policy_model, make_assistant, run_rules, user_adapter_path
+from trainers.relabel import relabel_groups
 from trainers.rollout import RolloutEngine, env_kwargs, play_order, summarize
 from trainers.run_logging import RunLogger
 from trainers.sft import build_sft_examples, train_sft
-from trainers.stages import Policy, Stage, prepare_run_dir
+from trainers.stages import Policy, Stage, prepare_run_dir, was_final
 from trainers.user_cloning import user_chats
 
 
@@ -91,6 +92,9 @@ class ReSTRun:
     def close(self) -> None:
         self.backends.close()
         self.logger.finish()
+
+
+RELABEL_SALT = 7_919  # the relabelled prices' draws: a seed of their own, apart from every stage's
 
 
 def stage_seed(iteration: int, salt: int) -> int:
@@ -292,15 +296,44 @@ def iteration(run: ReSTRun, it: int, start: Policy, policy: Policy) -> Policy:
         )
     with EpisodeLog(stage.folder / "kept.jsonl") as log:
         log.write(kept)
-    data = improve_data(cfg, it, kept, bc_episodes(run))
+    relabelled = relabel(cfg, grown, it)
+    if relabelled:
+        with EpisodeLog(stage.folder / "relabelled.jsonl") as log:
+            log.write(relabelled)
+    data = improve_data(cfg, it, [*kept, *relabelled], bc_episodes(run))
     init = start if cfg.rest.improve_from == "base" else policy
-    print(f"[iter {it}] grown {len(grown)}, kept {len(kept)}, training on {len(data.episodes)} from {init.name}")
+    print(
+        f"[iter {it}] grown {len(grown)}, kept {len(kept)}"
+        + (f" (+{len(relabelled)} at {cfg.rest.relabel_prices} relabelled prices a group)" if relabelled else "")
+        + f", training on {len(data.episodes)} from {init.name}"
+    )
     improved = improve(run, init, data.episodes, data.move_weights, stage.folder / "policy", f"iter-{it}", step=it)
-    metrics = iteration_metrics(cfg, grown, kept)
+    metrics = {**iteration_metrics(cfg, grown, kept), "filter/relabelled": len(relabelled)}
     run.logger.log(metrics, it)
     run.logger.log_dialogues("grow/dialogues", kept, it)
     stage.finish(metrics, improved)
     return improved
+
+
+def relabel(cfg: RunConfig, grown: Sequence[Episode], it: int) -> list[Episode]:
+    """Iteration ``it``'s hindsight-relabelled episodes (``rest.relabel_prices`` fresh training
+    prices a group, ``trainers.relabel``); the same draws on resume."""
+    if cfg.rest.relabel_prices == 0:
+        return []
+    from clarify_env.costs import make_cost_sampler
+    from trainers.eval_metrics import task_lookup
+
+    return relabel_groups(
+        grown,
+        cfg.rest.filter,
+        cfg.rest.relabel_prices,
+        make_cost_sampler(cfg.env.costs).sample,
+        task_lookup(cfg.env.source),
+        run_rules(cfg),
+        make_assistant(cfg, None).conversation,
+        seed=int(np.random.SeedSequence([cfg.seed, it, RELABEL_SALT]).generate_state(1)[0]),
+        step=it,
+    )
 
 
 def iteration_metrics(cfg: RunConfig, grown: Sequence[Episode], kept: Sequence[Episode]) -> dict[str, float]:
@@ -357,14 +390,14 @@ def run_rest(cfg: RunConfig, resume: bool = False) -> Path:
         start = behaviour_cloning(run) if cfg.rest.bc.enabled else run.base
         if cfg.user.adapter == USER_CLONE:
             clone_user(run)
-        evaluate(
-            run, start, run.stage("bc/eval" if cfg.rest.bc.enabled else "start/eval"), 0, final=cfg.rest.iterations == 0
-        )
+        first = "bc" if cfg.rest.bc.enabled else "start"
+        evaluate(run, start, run.stage(f"{first}/eval"), 0, final=was_final(first, cfg.rest.iterations))
         policy = start
         for it in range(1, cfg.rest.iterations + 1):
             policy = iteration(run, it, start, policy)
-            if cfg.rest.eval_each_iteration or it == cfg.rest.iterations:
-                evaluate(run, policy, run.stage(f"iter-{it}/eval"), it, final=it == cfg.rest.iterations)
+            final = was_final(f"iter-{it}", cfg.rest.iterations)
+            if cfg.rest.eval_each_iteration or final:
+                evaluate(run, policy, run.stage(f"iter-{it}/eval"), it, final=final)
         write_summary(run.run_dir, time.time() - started)
     finally:
         run.close()
