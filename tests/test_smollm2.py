@@ -102,6 +102,12 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
     clarified = [e for e in grown if e.first_move == "CLARIFY" and len(e.messages) > 2]
     assert all(e.metadata["user_sources"][0] in ("model", "guard", "fallback") for e in clarified)  # the LLM user
     assert json.loads((run / "user" / "done.json").read_text())["turns"]["clarify"] > 50  # under its own adapter
+    relabelled = read_episodes(run / "iter-1" / "relabelled.jsonl")  # the config's rest.relabel_prices: 11
+    assert 0 < len(relabelled) <= 11 * 2
+    grown_by_id = {e.episode_id: e for e in grown}
+    for e in relabelled:  # the same turns under new price lines
+        source = grown_by_id[e.metadata["relabelled_from"]]
+        assert e.chat[1:] == source.chat[1:] and e.chat[0] != source.chat[0] and e.costs != source.costs
     bc = read_episodes(run / "bc" / "episodes.jsonl")
     assert any(e.messages[1]["content"].startswith("CLARIFY:") and "?" in e.messages[1]["content"] for e in bc)
     report = json.loads((run / "iter-1" / "eval" / "eval.json").read_text())
