@@ -62,6 +62,11 @@ class Episode:
         return cls(**d)
 
 
+def play_order(episode: Episode) -> tuple[int, int]:
+    """Sort key: the order a rollout engine plays and returns episodes in (group ``g<n>``, then sample)."""
+    return int(episode.group_id.removeprefix("g")), episode.sample_index
+
+
 _FIELD_TYPES = {
     "episode_id": str,
     "group_id": str,

@@ -22,7 +22,7 @@ from clarify_env.prompt import system_prompt
 from clarify_env.scoring import Rules
 from clarify_env.tasks import Task
 from trainers.config import FilterConfig
-from trainers.episodes import Episode
+from trainers.episodes import Episode, play_order
 from trainers.filtering import filter_episodes
 
 Conversation = Callable[[Mapping], list]  # an observation -> the chat the assistant is shown
@@ -82,20 +82,20 @@ def relabel_groups(
     seed: int,
     step: int = 1,
 ) -> list[Episode]:
-    """The filter's pick of each group of ``episodes`` at ``draws`` fresh prices each
-    (``sample_costs``), relabelled (``repriced``; ``task_of``: a task by its id; ``step``: the improve step, for a rising
-    threshold); deterministic given ``seed``. An episode whose
-    stored chat is not what ``conversation`` renders at its own prices (the prompt changed since
-    it was grown) is a ``ValueError`` naming it: relabelling would train on a prompt it never saw."""
+    """The filter's pick of each group of grown ``episodes`` at ``draws`` fresh prices each
+    (``sample_costs``), relabelled (``repriced``); ``task_of``: a task by its id; ``step``: the
+    improve step, for a rising threshold. Deterministic given ``seed``, in whatever order the
+    episodes come (groups are drawn for in play order). An episode whose stored chat is not what
+    ``conversation`` renders at its own prices (the prompt changed since it was grown) is a
+    ``ValueError`` naming it: relabelling would train on a prompt it never saw."""
     if draws <= 0:
         return []
     groups: dict[str, list[Episode]] = collections.defaultdict(list)
-    for e in episodes:
+    for e in sorted(episodes, key=play_order):
         groups[e.group_id].append(e)
     rng = np.random.default_rng(seed)
     out: list[Episode] = []
-    for group_id in sorted(groups, key=_group_order):
-        members = groups[group_id]
+    for members in groups.values():
         tasks = [_task(task_of, e) for e in members]
         for e, task in zip(members, tasks):
             if chat_at(e, task, Costs(**e.costs), rules, conversation) != e.chat:
@@ -120,8 +120,3 @@ def _task(task_of: Callable[[str], Task], episode: Episode) -> Task:
         raise ValueError(
             f"episode {episode.episode_id}: task {episode.task_id} is not among the training tasks"
         ) from err
-
-
-def _group_order(group_id: str) -> tuple[int, str]:
-    digits = group_id.lstrip("g")
-    return (int(digits), group_id) if digits.isdigit() else (-1, group_id)

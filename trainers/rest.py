@@ -34,12 +34,12 @@ from trainers.audit import label_metrics
 from trainers.budget_check import generation_budget
 from trainers.config import ConfigError, RunConfig
 from trainers.config_loading import add_config_arguments, config_from_args, to_dict
-from trainers.episodes import Episode, EpisodeLog, read_finished_episodes
+from trainers.episodes import Episode, EpisodeLog, play_order, read_finished_episodes
 from trainers.evaluate import evaluate_policy, split_points
 from trainers.filtering import episode_score, filter_episodes
 from trainers.models import USER_CLONE, PolicyBackends, load_policy_model, make_assistant, run_rules, user_adapter_path
 from trainers.relabel import relabel_groups
-from trainers.rollout import RolloutEngine, env_kwargs, play_order, summarize
+from trainers.rollout import RolloutEngine, env_kwargs, summarize
 from trainers.run_logging import RunLogger
 from trainers.sft import build_sft_examples, train_sft
 from trainers.stages import Policy, Stage, prepare_run_dir, was_final

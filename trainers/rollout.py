@@ -89,11 +89,6 @@ def turn_seed(episode_seed: int, turn: int, role: int) -> int:
     return int(np.random.SeedSequence([episode_seed, turn, role]).generate_state(1, np.uint64)[0] % 2**63)
 
 
-def play_order(episode: Episode) -> tuple[int, int]:
-    """Sort key: the order an engine plays and returns episodes in (group ``g<n>``, then sample)."""
-    return int(episode.group_id.removeprefix("g")), episode.sample_index
-
-
 def move_name(message: str) -> str:
     """The protocol move of a message, or ``"ERROR"`` when it does not parse."""
     parsed = parse_action(message)
