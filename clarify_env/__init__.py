@@ -4,7 +4,7 @@ from gymnasium.envs.registration import register, registry
 
 from clarify_env.costs import COST_SPLITS, Costs, make_cost_sampler
 from clarify_env.dialogue import UserRequest
-from clarify_env.env import ClarifyEnv
+from clarify_env.env import ClarifyEnv, render_observation
 from clarify_env.protocol import Action, Move, ProtocolError, format_action, parse_action
 from clarify_env.scoring import RewardComponents, Rules, score
 from clarify_env.tasks import Interpretation, Task, TaskError
@@ -40,5 +40,6 @@ __all__ = [
     "make_cost_sampler",
     "load_environment",
     "parse_action",
+    "render_observation",
     "score",
 ]

@@ -11,7 +11,7 @@ that batches user turns across environments calls the two halves itself.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +30,28 @@ MAX_TEXT = 16_384
 MAX_MESSAGES = 64
 
 StepResult = tuple[dict[str, Any], float, bool, bool, dict[str, Any]]
+
+
+def render_observation(
+    task: Task,
+    costs: Costs,
+    rules: Rules,
+    messages: Sequence[Mapping[str, str]],
+    questions: int,
+    system: str | None = None,
+) -> dict[str, Any]:
+    """The observation the env shows the assistant for ``task`` at ``costs`` after ``messages``
+    and ``questions`` clarifying questions (``system``: its system prompt, if already rendered).
+    Public so that a stage that replays a dialogue at other prices (hindsight relabelling) shows
+    the model exactly what the env would have."""
+    return {
+        "system": system if system is not None else system_prompt(costs, task.context, rules.max_questions, rules.unit),
+        "query": task.query,
+        "context": task.context or "",
+        "messages": tuple(dict(m) for m in messages),
+        "costs": costs.as_array(),
+        "questions_asked": min(questions, rules.max_questions + 1),
+    }
 
 
 class ClarifyEnv(gym.Env):
@@ -239,14 +261,7 @@ class ClarifyEnv(gym.Env):
         return score(extracted, golds, self.costs, self.questions, words, self.rules, protocol_error)
 
     def _observation(self) -> dict[str, Any]:
-        return {
-            "system": self._system,
-            "query": self.task.query,
-            "context": self.task.context or "",
-            "messages": tuple(dict(m) for m in self.messages),
-            "costs": self.costs.as_array(),
-            "questions_asked": min(self.questions, self.rules.max_questions + 1),
-        }
+        return render_observation(self.task, self.costs, self.rules, self.messages, self.questions, self._system)
 
     def _info(
         self,

@@ -173,3 +173,19 @@ def test_rule_expected_reward_removes_a_lucky_guess_for_any_user(beast_task):
         env.step("CLARIFY: Which series?")
         _, reward, _, _, info = env.step("ANSWER: Jay Ryan")
         assert info["rule_expected_reward"] == info["expected_reward"] == pytest.approx(reward)
+
+
+def test_render_observation_is_what_the_env_shows(beast_task):
+    from clarify_env import Costs, render_observation
+
+    env = ClarifyEnv(costs={"question": 0.2, "word": 0.01}, rules={"max_questions": 2})
+    first, _ = env.reset(seed=0, options={"task": beast_task, "interpretation": 0})
+    after, *_ = env.step("CLARIFY: Which year?")
+    costs = Costs(question=0.2, word=0.01)
+    for obs, messages, questions in ((first, first["messages"], 0), (after, after["messages"], 1)):
+        rendered = render_observation(beast_task, costs, env.rules, messages, questions)
+        assert rendered.keys() == obs.keys()
+        assert all(np.array_equal(rendered[k], obs[k]) if k == "costs" else rendered[k] == obs[k] for k in obs)
+    # at other prices only the price text and the price vector change
+    other = render_observation(beast_task, Costs(question=0.05, word=0.03), env.rules, after["messages"], 1)
+    assert "0.050" in other["system"] and "0.0300" in other["system"] and other["messages"] == after["messages"]

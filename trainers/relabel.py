@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from clarify_env.costs import Costs
-from clarify_env.prompt import system_prompt
+from clarify_env.env import render_observation
 from clarify_env.scoring import Rules
 from clarify_env.tasks import Task
 from trainers.config import FilterConfig
@@ -59,15 +59,8 @@ def repriced(episode: Episode, costs: Costs, chat: list[dict[str, str]], suffix:
 def chat_at(episode: Episode, task: Task, costs: Costs, rules: Rules, conversation: Conversation) -> list[dict]:
     """The chat the assistant would have been shown for ``episode``'s turns at ``costs``: its last
     observation rebuilt as the env renders it, through ``conversation``, then its final message."""
-    messages = episode.messages[:-1]
-    observation = {
-        "system": system_prompt(costs, task.context, rules.max_questions, rules.unit),
-        "query": task.query,
-        "context": task.context or "",
-        "messages": tuple(dict(m) for m in messages),
-        "costs": costs.as_array(),
-        "questions_asked": min(episode.moves[:-1].count("CLARIFY"), rules.max_questions + 1),
-    }
+    questions = episode.moves[:-1].count("CLARIFY")
+    observation = render_observation(task, costs, rules, episode.messages[:-1], questions)
     return [*conversation(observation), dict(episode.messages[-1])]
 
 
