@@ -149,6 +149,15 @@ def test_compare_writes_one_table_and_one_plot_of_every_policy(tmp_path, server)
     assert rows["always_multi"]["multi_rate"] == 1.0 and rows["always_multi"]["rho_clarify_vs_question"] == 0.0
     assert rows["oracle-chat"]["requests"] > 0 and rows["oracle"]["requests"] == 0
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG" and (out / "compare.csv").exists()
+    # the first policy against each other at each point, paired on the same episodes
+    points = json.loads((out / "compare_points.json").read_text())
+    assert {p["other"] for p in points} == {"always_multi", "always_clarify", "oracle-chat"}
+    assert all(p["policy"] == "oracle" and p["pairs"] == 3 for p in points)
+    chat = [p for p in points if p["other"] == "oracle-chat"]
+    assert all(p["difference"] == 0.0 and p["paired"] == "tie" for p in chat)
+    multi = [p for p in points if p["other"] == "always_multi"]
+    assert all(p["difference"] == pytest.approx(p["reward"] - p["other_reward"]) for p in multi)
+    assert "paired on the same episodes" in (out / "compare_points.md").read_text()
     assert main(args) == 0  # finished evaluations are read back: nothing is sent again
     assert json.loads((out / "compare.json").read_text())["policies"] == list(
         sorted(rows.values(), key=lambda r: -r["reward"])

@@ -9,7 +9,9 @@ policy (its full evaluation) and ``compare.md``, ``compare.csv``, ``compare.json
 reward with its 95% CI, the oracle's, regret, first-move agreement, the three move rates,
 Spearman rho of the clarify rate with the question price and of the multi rate with the word
 price, requests, tokens and cost — and ``compare.png``: each move rate against each price, one
-line per policy, the oracle's dashed.
+line per policy, the oracle's dashed. The first policy is also set against every other point by
+point on the same episodes (``trainers.paired``: ``compare_points.md`` and ``.json``), the test
+of whether it beats each baseline at each price.
 """
 
 from __future__ import annotations
@@ -183,7 +185,15 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "compare"
     reports = evaluate_all(cfg, args.policies, out, args.tokenizer, progress=not args.quiet)
     paths = write_leaderboard(reports, out, cfg.eval.splits)
+    if len(reports) > 1:
+        from trainers.paired import head_to_head, write_head_to_head
+        from trainers.policies import policy_name
+
+        rows = head_to_head(reports, [out / policy_name(s) for s in args.policies], seed=cfg.seed)
+        paths.update(write_head_to_head(rows, out))
     print(paths["markdown"].read_text())
+    if "points_markdown" in paths:
+        print(paths["points_markdown"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

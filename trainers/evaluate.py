@@ -23,6 +23,11 @@ from trainers.eval_metrics import DEFAULT_BASELINES, evaluate_episodes, task_loo
 from trainers.eval_report import EvalReport
 
 
+def point_path(out: str | Path, split: str, costs: Costs) -> Path:
+    """Where an evaluation in ``out`` keeps the episodes of one price point of ``split``."""
+    return Path(out) / "episodes" / f"{split.replace(':', '-')}_q{costs.question:g}_w{costs.word:g}.jsonl"
+
+
 def split_specs(text: str) -> list[str]:
     """``"default:heldout,{...JSON...}"`` -> its specs: commas inside braces or brackets do not split."""
     specs, depth, current = [], 0, ""
@@ -86,7 +91,7 @@ def evaluate_policy(
                 seed=seed,
                 policy_name=policy_name,
             )
-            path = out / "episodes" / f"{split.replace(':', '-')}_q{costs.question:g}_w{costs.word:g}.jsonl"
+            path = point_path(out, split, costs)
             others = {e.policy for e in read_episodes(path)} - {engine.policy_name}
             if others:
                 raise ValueError(
