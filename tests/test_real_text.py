@@ -112,3 +112,12 @@ def test_a_model_directory_is_a_policy_and_plays_as_its_run_does(tmp_path: Path,
         assert main(["eval", QUICKSTART, "--policy", str(spec), "--out", str(tmp_path / name), *common]) == 0
         points[name] = json.loads((tmp_path / name / "eval.json").read_text())["points"]
     assert points["model"] == points["run"] and sum(p["n"] for p in points["run"]) == 18
+
+
+def test_one_engine_playing_both_roles_is_metered_once(tmp_path: Path, finished_bc_run: Path) -> None:
+    out = tmp_path / "selfplay"
+    args = ["eval", QUICKSTART, "--policy", str(finished_bc_run), "--split", "default:heldout"]
+    args += ["--episodes-per-point", "1", "--quiet", "--out", str(out), *TINY, "user.kind=llm", "user.adapter=null"]
+    assert main(args) == 0
+    usage = json.loads((out / "eval.json").read_text())["usage"]
+    assert list(usage) == ["assistant and user"] and usage["assistant and user"]["completion_tokens"] > 0

@@ -111,8 +111,8 @@ def _model_policy(name: str, cfg: RunConfig) -> BuiltPolicy:
     assistant, user = make_agents(cfg, backend)
     assistant.name = name
     meters = {"assistant": backend}
-    if isinstance(user, LLMUser):
-        meters["user"] = user.backend
+    if isinstance(user, LLMUser):  # one engine serving both roles is one meter, counted once
+        meters = {"assistant and user": backend} if user.backend is backend else {**meters, "user": user.backend}
     return BuiltPolicy(name, assistant, user, cfg, meters)
 
 
