@@ -110,3 +110,22 @@ def test_clarify_audit_of_a_run_reads_its_evaluation_tasks_from_eval_source(tmp_
     assert main(["audit", str(run)]) == 0
     report = json.loads((run / "audit.json").read_text())
     assert report["execution"]["episodes"] == 16 and report["label"]["oracle_agreement"] == 1.0
+
+
+def test_clarify_audit_of_an_evaluation_folder_inside_a_run_reads_all_its_points(tmp_path):
+    """`clarify eval --out RUN/eval-100`: the folder's episodes, every point, tasks from the run's eval.source."""
+    source = {"name": "clarifyingqa", "path": str(clarifyingqa_file()), "mode": "open"}
+    run = tmp_path / "run"
+    folder = run / "eval-100" / "episodes"
+    folder.mkdir(parents=True)
+    config = {
+        "env": {"source": {**source, "split": "train"}, "costs": "default:train"},
+        "eval": {"source": {**source, "split": "dev"}},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for point in ("q0.05_w0.025", "q0.45_w0.025"):
+        with EpisodeLog(folder / f"default-heldout_{point}.jsonl") as log:
+            log.write(play(OraclePolicy(), env={"source": {**source, "split": "dev"}, "costs": "default:train"}, n=8))
+    assert main(["audit", str(run / "eval-100")]) == 0
+    report = json.loads((run / "eval-100" / "audit.json").read_text())
+    assert report["execution"]["episodes"] == 16 and report["label"]["oracle_agreement"] == 1.0

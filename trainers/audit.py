@@ -238,15 +238,21 @@ def format_audit(
 
 
 def _episode_files(target: Path, split: str, point: str) -> list[Path]:
-    """``target`` itself if it is a ``.jsonl`` file, else its last evaluation's files of ``split``."""
+    """``target`` itself if it is a ``.jsonl`` file, an evaluation folder's files of ``split`` (it
+    holds ``episodes/``: ``clarify eval --out``'s), else its last evaluation's."""
     if target.suffix == ".jsonl":
         if not target.is_file():
             raise FileNotFoundError(f"no such episode file: {target}")
         return [target]
-    evals = sorted(target.glob("iter-*/eval/episodes"), key=lambda p: int(p.parent.parent.name.split("-")[1]))
-    evals = evals or sorted(target.glob("*/eval/episodes"))
+    if (target / "episodes").is_dir():
+        evals = [target / "episodes"]
+    else:
+        evals = sorted(target.glob("iter-*/eval/episodes"), key=lambda p: int(p.parent.parent.name.split("-")[1]))
+        evals = evals or sorted(target.glob("*/eval/episodes"))
     if not evals:
-        raise FileNotFoundError(f"{target}: no evaluation episodes (no */eval/episodes folder) and not a .jsonl file")
+        raise FileNotFoundError(
+            f"{target}: no evaluation episodes (no episodes/ or */eval/episodes folder) and not a .jsonl file"
+        )
     files = sorted(evals[-1].glob(f"{split.replace(':', '-')}_{point}.jsonl"))
     if not files:
         raise FileNotFoundError(f"{evals[-1]}: no episodes of split {split} at point {point}")
@@ -259,11 +265,12 @@ def _run(args: argparse.Namespace) -> int:
     from trainers.models import run_rules
 
     target = Path(args.target)
-    run_dir = target if target.is_dir() else next((p for p in target.parents if (p / "config.yaml").exists()), None)
+    run_dir = next((p for p in (target, *target.parents) if (p / "config.yaml").exists()), None)
     cfg = load_config(run_dir / "config.yaml", check=False) if run_dir is not None else None
     source = json.loads(args.source) if args.source and args.source.startswith("{") else args.source
     files = _episode_files(target, args.split, args.point)
-    evaluated = any("eval" in path.parts for path in files)  # evaluation episodes: tasks of eval.source
+    # evaluation episodes (an eval folder, a run's */eval): tasks of eval.source
+    evaluated = (target / "episodes").is_dir() or any("eval" in path.parts for path in files)
     if not source and cfg is not None:
         source = cfg.eval.source if evaluated and cfg.eval.source is not None else cfg.env.source
     source = source or "synthetic"
@@ -289,7 +296,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="the label and execution audit of a run's last evaluation or an episode file")
-    p.add_argument("target", help="a run directory (its last evaluation) or an episode .jsonl file")
+    p.add_argument(
+        "target",
+        help="a run directory (its last evaluation), an evaluation folder (with episodes/) or an episode .jsonl file",
+    )
     p.add_argument("--split", default="default:heldout", help="the evaluation split (run directories)")
     p.add_argument("--point", default="*", help="one price point of the split, e.g. q0.25_w0.005 (default: all)")
     p.add_argument("--source", default=None, help="the task source (default: the run's config, else synthetic)")
