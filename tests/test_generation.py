@@ -264,3 +264,13 @@ def test_prompts_follow_the_chat_template_kwargs_and_templates_without_a_system_
         "stop",
         "length",
     }
+
+
+def test_vllm_engine_dtype_bf16_if_fast_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "native_bf16", lambda device: device == "cuda")
+    assert vllm_backend.engine_dtype("bf16_if_fast", "cuda") == "bfloat16"
+    assert vllm_backend.engine_dtype("bf16_if_fast", "cpu") == "float32"  # emulated bf16: slower than float32
+    assert vllm_backend.engine_dtype("float32", "cuda") == "float32"
+    assert vllm_backend.engine_dtype("auto", "cpu") == "auto"
