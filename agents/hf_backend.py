@@ -18,7 +18,7 @@ from agents.generation import (
     cut_at_stop,
     sample_seed,
 )
-from agents.precision import native_bf16
+from agents.precision import resolve_bf16_if_fast
 
 _GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (torch has no uint64 arithmetic)
 _MIX1 = 0xBF58476D1CE4E5B9 - 2**64
@@ -115,10 +115,8 @@ class TransformersBackend(GenerationBackend):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        if dtype == "bf16_if_fast":
-            dtype = torch.bfloat16 if native_bf16(self.device) else torch.float32
-        elif isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, resolve_bf16_if_fast(dtype, self.device))
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(model))
         self.chat_template_kwargs = dict(chat_template_kwargs or {})

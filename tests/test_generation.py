@@ -266,11 +266,11 @@ def test_prompts_follow_the_chat_template_kwargs_and_templates_without_a_system_
     }
 
 
-def test_vllm_engine_dtype_bf16_if_fast_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents import vllm_backend
+def test_bf16_if_fast_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import precision
 
-    monkeypatch.setattr(vllm_backend, "native_bf16", lambda device: device == "cuda")
-    assert vllm_backend.engine_dtype("bf16_if_fast", "cuda") == "bfloat16"
-    assert vllm_backend.engine_dtype("bf16_if_fast", "cpu") == "float32"  # emulated bf16: slower than float32
-    assert vllm_backend.engine_dtype("float32", "cuda") == "float32"
-    assert vllm_backend.engine_dtype("auto", "cpu") == "auto"
+    monkeypatch.setattr(precision, "native_bf16", lambda device: device == "cuda")
+    assert precision.resolve_bf16_if_fast("bf16_if_fast", "cuda") == "bfloat16"
+    assert precision.resolve_bf16_if_fast("bf16_if_fast", "cpu") == "float32"  # emulated bf16: slower than float32
+    assert precision.resolve_bf16_if_fast("float32", "cuda") == "float32"
+    assert precision.resolve_bf16_if_fast("auto", "cpu") == "auto"
