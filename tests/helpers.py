@@ -200,13 +200,13 @@ def lively_tiny_model(directory: Path, hidden_size: int, intermediate_size: int)
     )
 
 
-def random_lora_adapter(model: Path, directory: Path) -> Path:
+def random_lora_adapter(model: Path, directory: Path, seed: int = 1) -> Path:
     """A LoRA adapter with random (not identity) weights on ``model``, saved by peft."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(model), config).save_pretrained(directory)
     return directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -118,3 +119,44 @@ def test_seeded_samples_of_prompts_too_many_for_one_engine_step(vllm_backend: VL
     assert all(len(out[0].prompt_token_ids) > 240 for out in together)
     alone = vllm_backend.generate(convs[5:6], sampling, seeds=[5])
     assert together[5][0].token_ids == alone[0][0].token_ids
+
+
+def test_merged_adapters_generate_what_the_lora_path_does(
+    tiny: Path, adapter: Path, vllm_backend: VLLMBackend, tmp_path: Path
+) -> None:
+    """``merge_adapters``: each adapter merged into its own engine (no LoRA path) gives the LoRA
+    path's greedy tokens; one engine per adapter folder, at most ``max_loras`` of them, and a
+    retrained adapter in the same folder is merged again."""
+    other = random_lora_adapter(tiny, tmp_path / "other", seed=2)
+    merged = VLLMBackend(
+        tiny,
+        dtype="float32",
+        max_model_len=512,
+        enforce_eager=True,
+        kv_cache_memory_bytes=64 << 20,
+        merge_adapters=True,
+        max_loras=1,
+    )
+    try:
+        assert merged._llm is None  # no base engine until a call asks for the base model
+        merged.add_adapter("lora", adapter)
+        merged.add_adapter("same", adapter)
+        tuned = merged.generate(CONVERSATIONS, GREEDY, adapter="lora")
+        assert_same_completions(tuned, vllm_backend.generate(CONVERSATIONS, GREEDY, adapter="lora"))
+        assert merged.generate(CONVERSATIONS, GREEDY, adapter="same") == tuned and len(merged._merged) == 1
+        assert merged._llm is None
+        merged.add_adapter("other", other)
+        vllm_backend.add_adapter("other", other)
+        assert_same_completions(
+            merged.generate(CONVERSATIONS, GREEDY, adapter="other"),
+            vllm_backend.generate(CONVERSATIONS, GREEDY, adapter="other"),
+        )
+        assert len(merged._merged) == 1  # max_loras=1: the first adapter's engine was shut down
+        assert_same_completions(merged.generate(CONVERSATIONS, GREEDY), vllm_backend.generate(CONVERSATIONS, GREEDY))
+        random_lora_adapter(tiny, tmp_path / "other", seed=3)  # retrained in place
+        retrained = merged.generate(CONVERSATIONS, GREEDY, adapter="other")
+        vllm_backend.add_adapter("other", other)
+        assert_same_completions(retrained, vllm_backend.generate(CONVERSATIONS, GREEDY, adapter="other"))
+    finally:
+        merged.close()
+    assert not list(Path(tempfile.gettempdir()).glob("clarify-merged-*"))
