@@ -598,3 +598,23 @@ def test_batched_muon_takes_torch_muons_steps():
     assert all((a - s).abs().max() > 1e-3 for a, s in zip(ours, start))  # they moved
     with pytest.raises(ValueError, match="2-D"):
         BatchedMuon([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+
+
+def test_followup_weight_scales_the_response_after_a_clarification(episodes, tokenizer):
+    """sft.followup_weight: every assistant turn after the episode's first weighs w after its tag;
+    the first turn and every tag keep theirs; a per-turn example of a later turn counts from it."""
+    assert label_weights([IGNORE, 7, 8, IGNORE, 4, 5, 6], 3.0, None, 2.0) == [0, 3, 1, 0, 3, 2, 2]
+    assert label_weights([IGNORE, 4, 5], 3.0, None, 2.0, first_turn=1) == [0, 3, 2]
+    assert label_weights([IGNORE, 7, 8], 3.0, 0.0, 2.0) == [0, 0, 1]
+    plain = build_sft_examples(episodes, tokenizer, 512)
+    heavy = build_sft_examples(episodes, tokenizer, 512, followup_weight=4.0)
+    assert all(e.followup_weight == 4.0 for e in heavy)
+    followups = 0
+    for p, h in zip(plain, heavy):
+        turns = sum(1 for i, x in enumerate(p.labels) if x != IGNORE and (i == 0 or p.labels[i - 1] == IGNORE))
+        later = [i for i, (a, b) in enumerate(zip(example_weights(p, 3.0), example_weights(h, 3.0))) if a != b]
+        assert bool(later) == (turns >= 2), p.episode_id
+        assert all(example_weights(h, 3.0)[i] == 4.0 for i in later)
+        followups += bool(later)
+    assert 0 < followups < len(plain)  # the fixture holds both one-turn and clarified episodes
+    assert collate(heavy[:1], 0, CPU)["weights"] is not None

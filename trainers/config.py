@@ -351,6 +351,12 @@ class SFTConfig:
         "Loss weight of each assistant turn's first token (its move tag: the decision the prices steer) "
         "against 1 for its other tokens; a step's loss is divided by the summed weights.",
     )
+    followup_weight: float = knob(
+        1.0,
+        "Loss weight of the tokens after the move tag in each assistant turn after the first (the "
+        "response to a clarification: which meaning's answer the user's reply picks out) against 1 for "
+        "the first turn's; the user's clone is trained without it.",
+    )
     seed: int = knob(0, "Seed of the data order, fresh LoRA weights and dropout.")
     logging_steps: int = knob(10, "Log the loss every this many steps.")
     checkpoint_steps: int = knob(0, "> 0: also checkpoint every this many steps (always at each epoch's end).")
@@ -368,6 +374,12 @@ class SFTConfig:
             "sft.move_tag_weight",
             "must be a positive number",
             self.move_tag_weight,
+        )
+        require(
+            self.followup_weight > 0 and math.isfinite(self.followup_weight),
+            "sft.followup_weight",
+            "must be a positive number",
+            self.followup_weight,
         )
 
 

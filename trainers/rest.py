@@ -140,7 +140,9 @@ def improve(
 
     cfg = run.cfg
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.base.model)
-    examples = build_sft_examples(episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs, move_weights)
+    examples = build_sft_examples(
+        episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs, move_weights, cfg.sft.followup_weight
+    )
     sft = replace(cfg.sft, epochs=epochs)
 
     def on_log(record: dict) -> None:

@@ -119,7 +119,8 @@ AFFECTS = {
     "rollout.num_envs": "",
     "rollout.episodes": "",
     "sft": "bc user iter",
-    "sft.epochs": "iter",  # behaviour cloning and the user's clone pass rest.bc.epochs / user.clone_epochs
+    "sft.epochs": "iter",
+    "sft.followup_weight": "bc iter",  # the user's clone is trained without it  # behaviour cloning and the user's clone pass rest.bc.epochs / user.clone_epochs
     "sft.logging_steps": "",
     "sft.checkpoint_steps": "",
     "eval": "eval",

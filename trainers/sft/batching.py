@@ -59,7 +59,7 @@ class StepPlan:
 
 def weighted(examples: Sequence[SFTExample], move_tag_weight: float) -> bool:
     """Whether any token's loss weight differs from 1 (then batches carry ``weights``)."""
-    return move_tag_weight != 1.0 or any(e.move_weight is not None for e in examples)
+    return move_tag_weight != 1.0 or any(e.move_weight is not None or e.followup_weight != 1.0 for e in examples)
 
 
 def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:

@@ -20,7 +20,9 @@ def _run(args: argparse.Namespace) -> int:
     if not episodes:
         raise ValueError(f"no episodes in {', '.join(args.episodes)}")
     tokenizer = AutoTokenizer.from_pretrained(model)
-    examples = build_sft_examples(episodes, tokenizer, config.sft.max_length, config.model.chat_template_kwargs)
+    examples = build_sft_examples(
+        episodes, tokenizer, config.sft.max_length, config.model.chat_template_kwargs, None, config.sft.followup_weight
+    )
     train_sft(model, examples, args.out, config.sft, resume=args.resume, init_adapter=args.init_adapter)
     return 0
 

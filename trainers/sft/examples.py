@@ -18,12 +18,18 @@ _PROBE = "<<sft-probe>>"  # an assistant message rendered to read the template's
 class SFTExample:
     """One tokenised episode; ``labels`` is ``input_ids`` with every non-assistant token set to -100.
     ``move_weight``, when set, replaces ``move_tag_weight`` as the loss weight of the first
-    labelled token (the first assistant turn's move tag; 0 leaves the move untaught)."""
+    labelled token (the first assistant turn's move tag; 0 leaves the move untaught).
+    ``followup_weight`` is the loss weight of the tokens after the tag in every assistant turn
+    after the episode's first (the response to a clarification); ``first_turn`` is the index,
+    among the episode's assistant turns, of the example's first labelled turn (0 unless the
+    episode was split one example per turn)."""
 
     episode_id: str
     input_ids: list[int]
     labels: list[int]
     move_weight: float | None = None
+    followup_weight: float = 1.0
+    first_turn: int = 0
 
 
 class NotIncremental(ValueError):
@@ -105,6 +111,7 @@ def _episode_examples(
     max_length: int,
     template_kwargs: Mapping[str, Any] | None,
     move_weight: float | None,
+    followup_weight: float = 1.0,
 ) -> list[SFTExample]:
     """One episode's examples (none when it is longer than ``max_length`` tokens)."""
     if not any(m["role"] == "assistant" for m in episode.chat):
@@ -120,7 +127,7 @@ def _episode_examples(
             for token, (first, _) in zip(enc["input_ids"], enc["offset_mapping"])
         ]
         name = episode.episode_id if len(texts) == 1 else f"{episode.episode_id}/turn-{k + 1}"
-        examples.append(SFTExample(name, enc["input_ids"], labels, move_weight if k == 0 else None))
+        examples.append(SFTExample(name, enc["input_ids"], labels, move_weight if k == 0 else None, followup_weight, k))
     return examples
 
 
@@ -130,13 +137,15 @@ def build_sft_examples(
     max_length: int,
     template_kwargs: Mapping[str, Any] | None = None,
     move_weights: Sequence[float | None] | None = None,
+    followup_weight: float = 1.0,
 ) -> list[SFTExample]:
     """Tokenise each episode's ``chat`` (``template_kwargs`` go to the chat template); only the
     assistant's turns carry labels. One example per episode, or one per assistant turn
     (ids ``<episode>/turn-<k>``) where the template is not incremental (``training_texts``).
     ``move_weights`` (one per episode, None for the default) set the loss weight of each
-    episode's first move tag (``SFTExample.move_weight``). An episode listed several times
-    (copies of the kept episodes) is tokenised once.
+    episode's first move tag (``SFTExample.move_weight``); ``followup_weight`` that of the
+    responses after a clarification (``SFTExample.followup_weight``). An episode listed
+    several times (copies of the kept episodes) is tokenised once.
 
     Episodes longer than ``max_length`` tokens are dropped (truncation would cut the
     final turn or the prompt it answers); ``ValueError`` if that leaves none.
@@ -151,7 +160,7 @@ def build_sft_examples(
         weight = move_weights[n] if move_weights is not None else None
         key = (id(episode), weight)
         if key not in made:
-            made[key] = _episode_examples(episode, tokenizer, max_length, template_kwargs, weight)
+            made[key] = _episode_examples(episode, tokenizer, max_length, template_kwargs, weight, followup_weight)
         examples += made[key]
         too_long += not made[key]
     if not examples:
@@ -161,14 +170,23 @@ def build_sft_examples(
     return examples
 
 
-def label_weights(labels: Sequence[int], move_tag_weight: float, move_weight: float | None = None) -> list[float]:
+def label_weights(
+    labels: Sequence[int],
+    move_tag_weight: float,
+    move_weight: float | None = None,
+    followup_weight: float = 1.0,
+    first_turn: int = 0,
+) -> list[float]:
     """Each token's loss weight: 0 where unlabelled, ``move_tag_weight`` on the first labelled
-    token of each assistant turn (its move tag), 1 on the rest of the turn; ``move_weight``
-    (if not None) on the very first labelled token instead."""
-    weights = [
-        0.0 if label == IGNORE else move_tag_weight if i == 0 or labels[i - 1] == IGNORE else 1.0
-        for i, label in enumerate(labels)
-    ]
+    token of each assistant turn (its move tag), 1 on the rest of the turn — ``followup_weight``
+    in every turn after the episode's first (the labelled runs are the turns, the first of them
+    turn ``first_turn``); ``move_weight`` (if not None) on the very first labelled token instead."""
+    weights, turn = [], first_turn - 1
+    for i, label in enumerate(labels):
+        opens = label != IGNORE and (i == 0 or labels[i - 1] == IGNORE)
+        turn += opens
+        rest = followup_weight if turn >= 1 else 1.0
+        weights.append(0.0 if label == IGNORE else move_tag_weight if opens else rest)
     if move_weight is not None:
         first = next((i for i, label in enumerate(labels) if label != IGNORE), None)
         if first is not None:
@@ -178,7 +196,9 @@ def label_weights(labels: Sequence[int], move_tag_weight: float, move_weight: fl
 
 def example_weights(example: SFTExample, move_tag_weight: float) -> list[float]:
     """``label_weights`` of one example (its own ``move_weight`` included)."""
-    return label_weights(example.labels, move_tag_weight, example.move_weight)
+    return label_weights(
+        example.labels, move_tag_weight, example.move_weight, example.followup_weight, example.first_turn
+    )
 
 
 def label_tokens(example: SFTExample) -> int:
