@@ -13,9 +13,9 @@ from typing import Sequence
 
 from agents.base import UserReply, UserSimulator
 from agents.generation import Completion, GenerationBackend, SamplingParams
-from agents.leak_guard import contains_answer
 from agents.scripted_user import ScriptedUser, facet_reply
 from clarify_env.dialogue import UserRequest
+from clarify_env.leak_guard import contains_answer
 from clarify_env.protocol import Move
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=32, stop=("\n",))  # a user's turn is one line
@@ -50,7 +50,7 @@ class LLMUser(UserSimulator):
     One backend call per ``act_batch`` (or ``reply_batch``) covers every request that
     needs the model: replies to clarifying questions and extractions from MULTI
     responses; the answer of an ANSWER move is taken as is. A reply that contains a
-    gold answer of the user's interpretation (``agents.leak_guard``: disguises included) is
+    gold answer of the user's interpretation (``clarify_env.leak_guard``: disguises included) is
     replaced by the scripted user's reply, ``"I mean <facet>."`` (or, if that would leak too,
     its unhelpful reply), and counted in ``leaks_blocked``. An empty extraction falls back to the scripted extraction.
     """

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agents.base import UserSimulator
-from agents.leak_guard import contains_answer
 from clarify_env.dialogue import UserRequest
-from clarify_env.matching import content_terms, distinguishing_terms
+from clarify_env.leak_guard import contains_answer
+from clarify_env.matching import content_terms, distinguishing_terms, holds_in_full, naming_reply
 from clarify_env.scoring import taken_away
 
 UNHELPFUL_REPLY = "I'm not sure what you are asking. I just want an answer to my question."
@@ -14,8 +14,7 @@ UNHELPFUL_REPLY = "I'm not sure what you are asking. I just want an answer to my
 def facet_reply(request: UserRequest) -> str:
     """The user naming its own meaning by its facet (``"I mean <facet>."``), or the unhelpful reply
     where even that would state a gold answer."""
-    facet = request.interpretation.facet.strip()
-    text = facet if facet[-1] in ".!?" else f"I mean {facet}."
+    text = naming_reply(request.interpretation.facet)
     return UNHELPFUL_REPLY if contains_answer(text, request.interpretation.answers) else text
 
 
@@ -24,8 +23,9 @@ class ScriptedUser(UserSimulator):
     question with an unhelpful but honest reply; reads a final response by the scoring rule
     (``clarify_env.scoring.taken_away``: for MULTI, the item whose label points at its own facet).
 
-    A question is on topic when it mentions a word that tells the interpretations apart
-    (in their facets or disambiguated questions) or a word of the task's dimension.
+    A question is on topic when it names a facet in full, or mentions a word that tells the
+    interpretations apart (in their facets or disambiguated questions) or a word of the task's
+    dimension.
     A reply that would contain a gold answer is replaced and counted in ``leaks_blocked``.
     """
 
@@ -44,6 +44,8 @@ class ScriptedUser(UserSimulator):
     def on_topic(request: UserRequest) -> bool:
         task = request.task
         facets = [i.facet for i in task.interpretations]
+        if any(holds_in_full(request.action.text, facet) for facet in facets):
+            return True
         questions = [i.question for i in task.interpretations]
         topic = content_terms(task.dimension or "") | set(task.metadata.get("dimension_words", ()))
         for terms in distinguishing_terms(facets, task.query) + distinguishing_terms(questions, task.query):

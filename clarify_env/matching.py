@@ -1,4 +1,5 @@
-"""Which interpretation a piece of text points at, by distinguishing words.
+"""Which interpretation a piece of text points at: the label it names in full, else by
+distinguishing words.
 
 Shared by the scripted user (is a clarifying question on topic? which MULTI item is
 mine?), the oracle and scripted assistants (which meaning did the user pick?).
@@ -36,17 +37,48 @@ def _distinguishing_terms(labels: tuple[str, ...], exclude: str) -> tuple[frozen
     return tuple(t.difference(*(terms[j] for j in range(len(terms)) if j != i)) for i, t in enumerate(terms))
 
 
+_tokens = functools.lru_cache(maxsize=65536)(answer_tokens)
+
+
+def _contains(tokens: tuple[str, ...], part: tuple[str, ...]) -> bool:
+    n = len(part)
+    return n > 0 and any(tokens[i : i + n] == part for i in range(len(tokens) - n + 1))
+
+
+def holds_in_full(text: str, label: str) -> bool:
+    """Whether ``text`` holds ``label``'s normalised tokens, in order (a non-empty label)."""
+    return _contains(_tokens(text), _tokens(label))
+
+
 def best_match(text: str, labels: Sequence[str], exclude: str = "") -> int | None:
-    """Index of the label whose distinguishing terms ``text`` mentions most; None if no
-    label is mentioned or the best is tied."""
+    """Index of the label ``text`` points at; None if it points at none or at several alike.
+
+    A label that ``text`` holds in full (its normalised tokens, in order: a reply that is the
+    facet, "End." or "I mean what episode they were married in") wins, the longest if several
+    do; otherwise the label whose distinguishing terms ``text`` mentions most (the facets' shared
+    words and those of ``exclude``, the query, do not count: "end" cannot tell "Beginning." from
+    "End." when the question asks where a river begins and ends, but the whole facet can).
+    """
     if not labels:
         return None
+    tokens = _tokens(text)
+    held = [len(_tokens(label)) if _contains(tokens, _tokens(label)) else 0 for label in labels]
+    longest = max(held)
+    if longest and held.count(longest) == 1:
+        return held.index(longest)
     words = content_terms(text)
     scores = [len(words & t) for t in distinguishing_terms(labels, exclude)]
     top = max(scores)
     if top == 0 or scores.count(top) > 1:
         return None
     return scores.index(top)
+
+
+def naming_reply(facet: str) -> str:
+    """The reply that names ``facet``: the facet itself where it ends a sentence ("Lyrics."),
+    else ``"I mean <facet>."``."""
+    facet = facet.strip()
+    return facet if facet[-1] in ".!?" else f"I mean {facet}."
 
 
 def pick_item(item_labels: Sequence[str], facets: Sequence[str], own: int, exclude: str = "") -> int:

@@ -5,8 +5,8 @@ from gymnasium.utils.env_checker import check_env
 
 import clarify_env  # noqa: F401  (registers the env)
 from agents import OraclePolicy, ScriptedUser
-from agents.leak_guard import contains_answer
 from clarify_env import ClarifyEnv, Rules
+from clarify_env.leak_guard import contains_answer
 
 
 def play(env, policy, seed, options=None):

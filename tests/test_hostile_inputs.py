@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import ScriptedUser, UserSimulator
-from agents.leak_guard import contains_answer
 from agents.llm_user import LLMUser
 from clarify_env import ClarifyEnv, Interpretation, Task, TaskError
 from clarify_env.costs import CostSpecError
+from clarify_env.leak_guard import contains_answer
 from clarify_env.protocol import Action, ProtocolError, parse_action
 from clarify_env.scoring import RulesError
 from clarify_env.sources import TaskFormatError, load_ambigqa, load_clarifyingqa

@@ -3,6 +3,7 @@ import pytest
 
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
 from clarify_env import ClarifyEnv, Costs, Move, Rules
+from clarify_env.matching import best_match
 from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
 from clarify_env.sources import load_clarifyingqa
 from helpers import clarifyingqa_file
@@ -158,3 +159,37 @@ def test_random_mixture_is_seeded_and_respects_weights(beast_task):
     with pytest.raises(ValueError, match="unknown scripted policy 'always_guess'"):
         make_baseline("always_guess")
     assert isinstance(make_baseline("oracle", Rules(max_questions=0)), OraclePolicy)
+
+
+@pytest.mark.parametrize(
+    "reply, facets, query, expected",
+    [
+        # the facet's words are the query's: only the whole facet tells the meanings apart
+        ("End.", ["Beginning.", "End."], "Where does the cumberland river begin and end?", 1),
+        ("Beginning.", ["Beginning.", "End."], "Where does the cumberland river begin and end?", 0),
+        ("With parental consent.", ["Without parental consent.", "With parental consent."], "", 1),
+        (
+            "I mean What episode they were married in.",
+            ["When the episode was released", "What episode they were married in"],
+            "When do doug and carol get married in er?",
+            1,
+        ),
+        # a facet inside another: the longest one held
+        ("The New Series note.", ["The Series note.", "The New Series note."], "", 1),
+        ("The Series note.", ["The Series note.", "The New Series note."], "", 0),
+        # no facet in full: distinguishing words as before; none, or a tie, is None
+        ("The 2012 one, please.", ["1987 series", "2012 series"], "", 1),
+        ("Either.", ["1987 series", "2012 series"], "", None),
+        ("Beginning or end?", ["Beginning.", "End."], "", None),
+    ],
+)
+def test_best_match_takes_a_facet_held_in_full_before_distinguishing_words(reply, facets, query, expected):
+    assert best_match(reply, facets, query) == expected
+
+
+def test_every_clarifyingqa_facet_points_at_its_own_meaning():
+    """The oracle's CLARIFY value, the scripted user and behaviour cloning's answer after a
+    clarification read a reply that is the human clarification (the facet) by this matcher."""
+    for task in load_clarifyingqa(clarifyingqa_file()):
+        facets = [i.facet for i in task.interpretations]
+        assert [best_match(f, facets, task.query) for f in facets] == list(range(len(facets))), task.id

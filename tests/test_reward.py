@@ -1,7 +1,7 @@
 import pytest
 
-from agents.leak_guard import contains_answer
 from clarify_env.costs import Costs
+from clarify_env.leak_guard import contains_answer
 from clarify_env.protocol import Move
 from clarify_env.scoring import Rules, best_f1, exact_match, score, token_f1
 from clarify_env.text import count_words, normalize_answer
