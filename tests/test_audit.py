@@ -1,5 +1,6 @@
 """The label audit (logged every iteration) and `clarify audit` (labels and execution)."""
 
+import collections
 import dataclasses
 import json
 import math
@@ -129,3 +130,16 @@ def test_clarify_audit_of_an_evaluation_folder_inside_a_run_reads_all_its_points
     assert main(["audit", str(run / "eval-100")]) == 0
     report = json.loads((run / "eval-100" / "audit.json").read_text())
     assert report["execution"]["episodes"] == 16 and report["label"]["oracle_agreement"] == 1.0
+
+
+def test_the_answer_after_clarify_is_split_by_the_number_of_meanings():
+    episodes = play(OraclePolicy(), n=96)
+    tasks = task_lookup("synthetic")
+    clarified = [e for e in episodes if e.first_move == "CLARIFY" and e.outcome == "answered"]
+    wrong = dataclasses.replace(clarified[0], components={**clarified[0].components, "accuracy": 0.0})
+    n_wrong = len(tasks(wrong.task_id).interpretations)
+    audit = execution_audit([wrong, *clarified[1:]], tasks)
+    counts = collections.Counter(len(tasks(e.task_id).interpretations) for e in clarified)
+    assert audit["after_clarify_by_meanings"] == dict(sorted(counts.items()))
+    assert audit["after_clarify_accuracy_by_meanings"][n_wrong] == (counts[n_wrong] - 1) / counts[n_wrong]
+    assert all(v == 1.0 for n, v in audit["after_clarify_accuracy_by_meanings"].items() if n != n_wrong)

@@ -164,6 +164,7 @@ def execution_audit(
     c: collections.Counter = collections.Counter()
     loss: collections.Counter = collections.Counter()
     by_n: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    after_by_n: dict[int, list[float]] = collections.defaultdict(list)
     for e, row in zip(episodes, audit_rows(episodes, tasks, rules)):
         if row["move_value"] is not None:
             loss[e.first_move] += row["move_value"] - e.expected_reward
@@ -183,6 +184,7 @@ def execution_audit(
         elif e.first_move == "CLARIFY" and e.outcome == "answered":
             c["after_clarify"] += 1
             c["after_clarify_accuracy_lost"] += 1 - e.components["accuracy"]
+            after_by_n[row["meanings"]].append(e.components["accuracy"])
     exact = sum(v[1] for v in by_n.values())
     return {
         "episodes": len(episodes),
@@ -198,6 +200,8 @@ def execution_audit(
         "after_clarify_accuracy": 1 - c["after_clarify_accuracy_lost"] / c["after_clarify"]
         if c["after_clarify"]
         else None,
+        "after_clarify_accuracy_by_meanings": {n: float(np.mean(v)) for n, v in sorted(after_by_n.items())},
+        "after_clarify_by_meanings": {n: len(v) for n, v in sorted(after_by_n.items())},
         "execution_loss": {m: round(loss[m], 3) for m in MOVE_NAMES},
         "move_regret": round(c["move_regret"], 3),
     }
@@ -230,6 +234,12 @@ def format_audit(
         + f"), errors "
         f"{x['multi_errors']}, cut at the token limit {x['multi_cut_at_length']}, accuracy lost "
         f"{x['multi_accuracy_lost']:.1f} episodes",
+        f"answers after CLARIFY {x['after_clarify']}, accuracy {_share(x['after_clarify_accuracy'])} (by meanings: "
+        + ", ".join(
+            f"{n}: {v:.3f} of {x['after_clarify_by_meanings'][n]}"
+            for n, v in x["after_clarify_accuracy_by_meanings"].items()
+        )
+        + ")",
         "execution loss (episodes x reward): "
         + ", ".join(f"{m} {v:.1f}" for m, v in x["execution_loss"].items())
         + f"; move regret {x['move_regret']:.1f}",
