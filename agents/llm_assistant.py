@@ -20,8 +20,8 @@ Two prompt styles:
   model then learns a guess by copying, the way it learns an enumeration.
 
   With ``reply_lookup``, each reply of the user to a clarifying question is followed, in
-  the assistant's view of that turn, by the meaning line its words single out (the
-  distinguishing-word match the scripted agents use; nothing when no line is singled
+  the assistant's view of that turn, by the meaning line its words single out (the facet
+  matcher the scripted agents use, ``matching.best_match``; nothing when no line is singled
   out)::
 
       I mean 2012 series.
