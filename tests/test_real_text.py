@@ -55,6 +55,43 @@ def test_behaviour_cloning_on_real_text_asks_the_human_question_and_hears_the_hu
         assert e.components["accuracy"] == 1.0  # and the answer that follows is the meaning's
 
 
+def test_balanced_behaviour_cloning_opens_each_group_once_with_each_move(tmp_path) -> None:
+    """rest.bc.balanced: within every (task, prices) group the three dialogues open with ANSWER,
+    MULTI and CLARIFY, so the moves are equally frequent at every price; the human question and
+    the answer after the clarification are as in the drawn mixture."""
+    import collections
+
+    from trainers.config import ConfigError
+    from trainers.config_loading import load_config
+    from trainers.models import make_assistant
+    from trainers.rest import BCPolicy, human_questions
+    from trainers.rollout import RolloutEngine
+
+    path = write_clarifyingqa(tmp_path / "cq.csv", 30)
+    equal = "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 1}"
+    cfg = load_config(QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}", "rest.bc.balanced=true", equal])
+    policy = BCPolicy(cfg.rest.bc.move_weights, make_assistant(cfg, None), human_questions(cfg))
+    env = {"source": {"name": "clarifyingqa", "path": str(path)}, "costs": "default:train"}
+    engine = RolloutEngine(
+        env, policy, ScriptedUser(), num_envs=8, samples_per_group=3, seed=0, explore_first_move=True
+    )
+    episodes = engine.run(60, None, progress=False)
+    groups = collections.defaultdict(list)
+    for e in episodes:
+        groups[e.group_id].append(e.first_move)
+    assert len(groups) == 20 and all(sorted(m) == ["ANSWER", "CLARIFY", "MULTI"] for m in groups.values())
+    clarified = [e for e in episodes if e.first_move == "CLARIFY"]
+    assert all(e.messages[1]["content"] == "CLARIFY: Which year's cup do you mean?" for e in clarified)
+    assert all(e.components["accuracy"] == 1.0 for e in clarified)
+    with pytest.raises(ConfigError, match="rest.bc.balanced"):
+        load_config(QUICKSTART, ["rest.bc.balanced=true", "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 2}"])
+    with pytest.raises(ConfigError, match="multiple of 3 with rest.bc.balanced"):
+        load_config(
+            QUICKSTART,
+            ["rest.bc.balanced=true", equal, "rollout.explore_first_move=false", "rollout.samples_per_group=4"],
+        )
+
+
 def test_a_run_trains_on_train_evaluates_on_dev_and_records_both(tmp_path: Path) -> None:
     path = write_clarifyingqa(tmp_path / "cq.csv", 60)
     run = tmp_path / "run"

@@ -432,6 +432,14 @@ class BCConfig:
         {"ANSWER": 1.0, "MULTI": 1.0, "CLARIFY": 1.0}, "The mixture's first-move weights, the same at every price."
     )
     epochs: int = knob(2, "Passes over the dialogues (the other SFT settings come from the `sft` section).")
+    balanced: bool = knob(
+        False,
+        "Each (task, prices) group's dialogues open with each move in turn (sample k with "
+        "ANSWER, MULTI, CLARIFY for k mod 3) instead of drawing it: the moves are then exactly "
+        "as frequent at every price, not only in expectation (a finite draw carries a chance "
+        "correlation with the prices that the clone can learn). Needs equal `move_weights` for "
+        "all three moves and `rollout.samples_per_group` a multiple of 3.",
+    )
 
     def __post_init__(self) -> None:
         _at_least(self, "rest.bc", 1, "episodes", "epochs")
@@ -441,6 +449,12 @@ class BCConfig:
             set(w) <= moves and all(v >= 0 for v in w.values()) and sum(w.values()) > 0,
             "rest.bc.move_weights",
             "must map ANSWER / MULTI / CLARIFY to weights >= 0, not all 0",
+            w,
+        )
+        require(
+            not self.balanced or (set(w) == moves and len(set(w.values())) == 1),
+            "rest.bc.balanced",
+            "cycles through the three moves: rest.bc.move_weights must give ANSWER, MULTI and CLARIFY one equal weight",
             w,
         )
 
@@ -525,3 +539,9 @@ class RunConfig:
         require(bool(self.run_dir.strip()), "run_dir", "must name a directory", self.run_dir)
         unknown = [s for s in self.rest.final_splits if s not in self.eval.splits]
         require(not unknown, "rest.final_splits", f"must name splits of eval.splits {self.eval.splits}", unknown)
+        require(
+            not (self.rest.bc.enabled and self.rest.bc.balanced) or self.rollout.samples_per_group % 3 == 0,
+            "rollout.samples_per_group",
+            "must be a multiple of 3 with rest.bc.balanced (each group opens once with each move)",
+            self.rollout.samples_per_group,
+        )

@@ -54,6 +54,8 @@ class BCPolicy(Assistant):
     plays the same episodes). ``questions`` maps a query to a human clarifying question of its
     task (ClarifyingQA's), asked instead of the scripted one."""
 
+    forces_prefixes = True  # a forced opening (``"MULTI:"``) makes it play that move: rest.bc.balanced
+
     def __init__(self, weights: dict[str, float], prompt: LLMAssistant, questions: Mapping[str, str] | None = None):
         self.weights, self.prompt, self.questions = dict(weights), prompt, dict(questions or {})
         self.name = "bc_random_mixture"
@@ -65,8 +67,18 @@ class BCPolicy(Assistant):
         self, observations: Sequence[Any], seeds: Sequence[int] | None = None, prefixes: Sequence[str] | None = None
     ) -> list[Completion]:
         seeds = seeds if seeds is not None else [0] * len(observations)
-        texts = [self._human(o, RandomMixture(self.weights, seed=s).act(o)) for o, s in zip(observations, seeds)]
+        prefixes = prefixes if prefixes is not None else [""] * len(observations)
+        texts = [
+            self._human(o, self._forced(o, p) if p else RandomMixture(self.weights, seed=s).act(o))
+            for o, s, p in zip(observations, seeds, prefixes)
+        ]
         return [Completion(t, (), (), "stop") for t in texts]
+
+    def _forced(self, observation: Any, prefix: str) -> str:
+        move = prefix.strip().removesuffix(":")
+        if move not in self.weights or RandomMixture.clarified(observation):
+            raise ValueError(f"BCPolicy can force a first move of {sorted(self.weights)}, not {prefix!r}")
+        return RandomMixture({move: 1.0}).act(observation)
 
     def _human(self, observation: Any, message: str) -> str:
         question = self.questions.get(observation["query"])
@@ -107,7 +119,7 @@ def stage_seed(iteration: int, salt: int) -> int:
 
 def grow(run: ReSTRun, assistant: Assistant, user: Any, out: Path, iteration: int, episodes: int) -> list[Episode]:
     """Self-play ``episodes`` episodes at training prices, K per (task, prices) group
-    (iteration 0, the behaviour-cloning dialogues: no forced first moves)."""
+    (iteration 0, the behaviour-cloning dialogues: first moves forced only with ``rest.bc.balanced``)."""
     cfg = run.cfg
     engine = RolloutEngine(
         env_kwargs(cfg),
@@ -118,7 +130,7 @@ def grow(run: ReSTRun, assistant: Assistant, user: Any, out: Path, iteration: in
         seed=stage_seed(iteration, cfg.seed),
         policy_name=assistant.name,
         iteration=iteration,
-        explore_first_move=cfg.rollout.explore_first_move and iteration > 0,
+        explore_first_move=cfg.rollout.explore_first_move if iteration > 0 else cfg.rest.bc.balanced,
     )
     return engine.run(episodes, out, progress=True)
 
