@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from agents.base import UserSimulator
 from clarify_env.dialogue import UserRequest
-from clarify_env.leak_guard import contains_answer
-from clarify_env.matching import content_terms, distinguishing_terms, holds_in_full, naming_reply
+from clarify_env.matching import content_terms, distinguishing_terms, guarded_naming_reply, holds_in_full
 from clarify_env.scoring import taken_away
 
 UNHELPFUL_REPLY = "I'm not sure what you are asking. I just want an answer to my question."
@@ -14,8 +13,8 @@ UNHELPFUL_REPLY = "I'm not sure what you are asking. I just want an answer to my
 def facet_reply(request: UserRequest) -> str:
     """The user naming its own meaning by its facet (``"I mean <facet>."``), or the unhelpful reply
     where even that would state a gold answer."""
-    text = naming_reply(request.interpretation.facet)
-    return UNHELPFUL_REPLY if contains_answer(text, request.interpretation.answers) else text
+    text = guarded_naming_reply(request.interpretation.facet, request.interpretation.answers)
+    return UNHELPFUL_REPLY if text is None else text
 
 
 class ScriptedUser(UserSimulator):

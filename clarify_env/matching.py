@@ -8,8 +8,9 @@ mine?), the oracle and scripted assistants (which meaning did the user pick?).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Iterable, Sequence
 
+from clarify_env.leak_guard import contains_answer
 from clarify_env.text import answer_tokens
 
 STOPWORDS = frozenset(
@@ -79,6 +80,13 @@ def naming_reply(facet: str) -> str:
     else ``"I mean <facet>."``."""
     facet = facet.strip()
     return facet if facet[-1] in ".!?" else f"I mean {facet}."
+
+
+def guarded_naming_reply(facet: str, golds: Iterable[str]) -> str | None:
+    """:func:`naming_reply` of ``facet``, or None where that reply would state a gold answer (the
+    leak guard's test): the scripted user then says it is not sure, and the oracle models that."""
+    text = naming_reply(facet)
+    return None if contains_answer(text, golds) else text
 
 
 def pick_item(item_labels: Sequence[str], facets: Sequence[str], own: int, exclude: str = "") -> int:

@@ -18,8 +18,7 @@ from typing import Sequence
 
 from clarify_env.context import parse_context
 from clarify_env.costs import Costs
-from clarify_env.leak_guard import contains_answer
-from clarify_env.matching import best_match, naming_reply
+from clarify_env.matching import best_match, guarded_naming_reply
 from clarify_env.protocol import MOVES, Action, Move, answer, clarify, multi, parse_action
 from clarify_env.scoring import Meaning, Rules, expected_score, meanings_of
 from clarify_env.tasks import Task
@@ -99,7 +98,7 @@ def move_values(
         # the user names its facet (unless that states a gold answer: then it says it is not
         # sure); the answer is the meaning that reply points at
         chosen = [
-            None if contains_answer(naming_reply(m.facet), m.golds) else best_match(m.facet, facets, query)
+            None if guarded_naming_reply(m.facet, m.golds) is None else best_match(m.facet, facets, query)
             for m in meanings
         ]
         follow_ups = [_final(answer(meanings[fallback if c is None else c].answer)) for c in chosen]

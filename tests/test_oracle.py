@@ -3,7 +3,7 @@ import pytest
 
 from agents import AlwaysAnswer, AlwaysClarify, AlwaysMulti, OraclePolicy, RandomMixture, make_baseline
 from clarify_env import ClarifyEnv, Costs, Move, Rules
-from clarify_env.matching import best_match
+from clarify_env.matching import best_match, guarded_naming_reply
 from clarify_env.oracle import context_meanings, move_values, oracle_value, task_meanings
 from clarify_env.sources import load_clarifyingqa
 from helpers import clarifyingqa_file
@@ -193,3 +193,11 @@ def test_every_clarifyingqa_facet_points_at_its_own_meaning():
     for task in load_clarifyingqa(clarifyingqa_file()):
         facets = [i.facet for i in task.interpretations]
         assert [best_match(f, facets, task.query) for f in facets] == list(range(len(facets))), task.id
+
+
+def test_the_naming_reply_is_withheld_where_it_would_state_a_gold_answer():
+    """One test serves the scripted user (it then says it is not sure) and the oracle (it models that)."""
+    assert guarded_naming_reply("Lyrics.", ["Bob Dylan"]) == "Lyrics."
+    assert guarded_naming_reply("the 2012 series", ["Ann Lee"]) == "I mean the 2012 series."
+    assert guarded_naming_reply("1973", ["1973"]) is None
+    assert guarded_naming_reply("The one from nineteen-73", ["Nineteen 73"]) is None
