@@ -7,12 +7,13 @@ import math
 
 import yaml
 
-from agents import AlwaysAnswer, OraclePolicy, ScriptedUser
+from agents import AlwaysAnswer, AlwaysClarify, OraclePolicy, RandomMixture, ScriptedUser
 from helpers import clarifyingqa_file
-from trainers.audit import audit_episodes, execution_audit
+from trainers.audit import audit_episodes, audit_rows, execution_audit
 from trainers.cli import main
 from trainers.episodes import EpisodeLog
 from trainers.eval_metrics import task_lookup
+from trainers.price_response import price_response
 from trainers.rollout import RolloutEngine
 
 ENV = {"source": "synthetic", "costs": "default:train"}
@@ -143,3 +144,33 @@ def test_the_answer_after_clarify_is_split_by_the_number_of_meanings():
     assert audit["after_clarify_by_meanings"] == dict(sorted(counts.items()))
     assert audit["after_clarify_accuracy_by_meanings"][n_wrong] == (counts[n_wrong] - 1) / counts[n_wrong]
     assert all(v == 1.0 for n, v in audit["after_clarify_accuracy_by_meanings"].items() if n != n_wrong)
+
+
+def sweep_episodes(make_policy, n=40):
+    """The same ``n`` synthetic episodes at 5 question prices (word 0.025) and 4 more word prices."""
+    points = [(q, 0.025) for q in (0.05, 0.15, 0.25, 0.35, 0.45)] + [(0.25, w) for w in (0.005, 0.015, 0.035, 0.045)]
+    episodes = []
+    for q, w in points:
+        env = {"source": "synthetic", "costs": {"question": q, "word": w}}
+        engine = RolloutEngine(env, make_policy(), ScriptedUser(), num_envs=8, samples_per_group=1, seed=3)
+        episodes += engine.run(n, progress=False)
+    return episodes
+
+
+def test_the_price_response_separates_a_steered_policy_from_a_blind_one_and_from_chance():
+    oracle = sweep_episodes(OraclePolicy)
+    response = price_response(oracle, [r["oracle"] for r in audit_rows(oracle, task_lookup("synthetic"))])
+    for name, price in [("clarify_rate_vs_question_price", "question"), ("multi_rate_vs_word_price", "word")]:
+        r = response[name]
+        assert r[price] == sorted(r[price]) and len(r[price]) == 5 and r["episodes"] == 40
+        assert r["change"] == r["oracle_change"] < -0.5 and r["change_ci"][1] < 0, r
+    blind = price_response(sweep_episodes(AlwaysClarify))["clarify_rate_vs_question_price"]
+    assert blind["rates"] == [1.0] * 5 and blind["change"] == 0 and blind["change_ci"] == [0, 0]
+    assert blind["unchanged"] == 1.0 and blind["oracle_change"] is None
+    # moves drawn at random anew at each point, blind to the prices: the rates differ by chance,
+    # the interval holds 0 (one seed per point: one seed at all points would replay the same moves)
+    seeds = iter(range(10))
+    chance = price_response(sweep_episodes(lambda: RandomMixture(seed=next(seeds))))
+    for r in chance.values():
+        assert len(set(r["rates"])) > 1 and r["unchanged"] < 0.5
+        assert r["change_ci"][0] < 0 < r["change_ci"][1], r

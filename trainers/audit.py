@@ -15,6 +15,10 @@ expected reward: everything lost besides the choice of move) and the **move regr
 oracle's expected reward minus that of the move chosen). A CLARIFY episode's expected reward is
 its realised one, so its execution loss is unbiased but noisy.
 
+Price response (``clarify audit`` of an evaluation): along each price, the first moves' rate
+change over the sweep with a paired bootstrap interval (``trainers.price_response``): what tells a
+cost-blind policy from a steered one where Spearman's ρ over 5 points reads chance.
+
     clarify audit RUN_DIR [--split default:heldout] [--point q0.25_w0.005]   # its last evaluation
     clarify audit RUN_DIR/iter-1/grow.jsonl                                  # any episode file
 """
@@ -35,6 +39,7 @@ from clarify_env.protocol import parse_action
 from clarify_env.scoring import Rules
 from clarify_env.tasks import Task
 from trainers.episodes import Episode, read_episodes
+from trainers.price_response import format_price_response, price_response
 
 MOVE_NAMES = ("ANSWER", "MULTI", "CLARIFY")
 
@@ -216,9 +221,10 @@ def format_audit(
     execution: Mapping[str, Any],
     pairs: Mapping[tuple[str, str], int],
     user: Mapping[str, float] | None = None,
+    response: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """The audit as text: the label audit, the oracle-by-played move table, the execution audit,
-    the user's replies."""
+    the user's replies, the first moves' response to each price."""
     lines = [
         f"first move among the oracle's best: {label['oracle_agreement']:.3f}; answers after CLARIFY right "
         f"{_share(label['followup_accuracy'])} (chance {_share(label['followup_chance'])})",
@@ -244,6 +250,7 @@ def format_audit(
         + ", ".join(f"{m} {v:.1f}" for m, v in x["execution_loss"].items())
         + f"; move regret {x['move_regret']:.1f}",
     ]
+    lines += format_price_response(response or {})
     return "\n".join(lines) + "\n"
 
 
@@ -295,9 +302,10 @@ def _run(args: argparse.Namespace) -> int:
         "label": summarize_rows(rows),
         "execution": execution_audit(episodes, tasks, rules),
         "user": user_audit(episodes, tasks),
+        "price_response": price_response(episodes, [r["oracle"] for r in rows]),
     }
     pairs = collections.Counter((r["oracle"], r["move"]) for r in rows)
-    print(format_audit(report["label"], report["execution"], pairs, report["user"]), end="")
+    print(format_audit(report["label"], report["execution"], pairs, report["user"], report["price_response"]), end="")
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "audit.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
