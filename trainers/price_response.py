@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainers.episodes import Episode
+from trainers.eval_metrics import bootstrap_ci
 
 # (name, the move whose rate is measured, the price that moves, the price held fixed)
 SWEEPS = (
@@ -27,8 +28,12 @@ SWEEPS = (
 )
 
 
-def _change(prices: np.ndarray, rates: np.ndarray) -> float:
-    return float(np.polyfit(prices, rates, 1)[0] * (prices[-1] - prices[0]))
+def _change_weights(prices: np.ndarray) -> np.ndarray:
+    """``w`` with ``rates @ w`` the least-squares slope of ``rates`` on ``prices`` times the price
+    range. Linear in the rates, so the change of the mean rate is the mean of each row's change:
+    the paired bootstrap of the change is the bootstrap of the rows' changes' mean."""
+    centred = prices - prices.mean()
+    return centred / (centred @ centred) * (prices[-1] - prices[0])
 
 
 def price_response(
@@ -45,7 +50,6 @@ def price_response(
     oracle = list(oracle_moves) if oracle_moves is not None else [None] * len(episodes)
     if len(oracle) != len(episodes):
         raise ValueError(f"oracle_moves has {len(oracle)} entries for {len(episodes)} episodes")
-    rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}
     for name, move, price, fixed in SWEEPS:
         lines: dict[float, dict[float, dict[tuple, tuple[str, str | None]]]] = collections.defaultdict(
@@ -62,13 +66,12 @@ def price_response(
         keys = sorted(set.intersection(*(set(line[p]) for p in points)))
         if not keys:
             continue
-        x = np.array(points)
+        w = _change_weights(np.array(points))
         played = np.array([[line[p][k][0] == move for p in points] for k in keys], float)
-        boot = [_change(x, played[rng.integers(0, len(keys), len(keys))].mean(0)) for _ in range(resamples)]
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+        lo, hi = bootstrap_ci(played @ w, resamples, seed)
         best = [[line[p][k][1] for p in points] for k in keys]
         oracle_change = (
-            _change(x, np.array([[b == move for b in row] for row in best], float).mean(0))
+            float(np.array([[b == move for b in row] for row in best], float).mean(0) @ w)
             if all(b is not None for row in best for b in row)
             else None
         )
@@ -76,7 +79,7 @@ def price_response(
             fixed: held,
             price: points,
             "rates": [round(float(r), 4) for r in played.mean(0)],
-            "change": round(_change(x, played.mean(0)), 4),
+            "change": round(float(played.mean(0) @ w), 4),
             "change_ci": [round(float(lo), 4), round(float(hi), 4)],
             "unchanged": round(float(np.mean([len({line[p][k][0] for p in points}) == 1 for k in keys])), 4),
             "episodes": len(keys),
