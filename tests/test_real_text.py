@@ -70,6 +70,7 @@ def test_balanced_behaviour_cloning_opens_each_group_once_with_each_move(tmp_pat
     path = write_clarifyingqa(tmp_path / "cq.csv", 30)
     equal = "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 1}"
     cfg = load_config(QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}", "rest.bc.balanced=true", equal])
+    assert cfg.rest.bc.opening_cycle() == ("ANSWER", "MULTI", "CLARIFY")
     policy = BCPolicy(cfg.rest.bc.move_weights, make_assistant(cfg, None), human_questions(cfg))
     env = {"source": {"name": "clarifyingqa", "path": str(path)}, "costs": "default:train"}
     engine = RolloutEngine(
@@ -83,13 +84,40 @@ def test_balanced_behaviour_cloning_opens_each_group_once_with_each_move(tmp_pat
     clarified = [e for e in episodes if e.first_move == "CLARIFY"]
     assert all(e.messages[1]["content"] == "CLARIFY: Which year's cup do you mean?" for e in clarified)
     assert all(e.components["accuracy"] == 1.0 for e in clarified)
-    with pytest.raises(ConfigError, match="rest.bc.balanced"):
-        load_config(QUICKSTART, ["rest.bc.balanced=true", "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 2}"])
-    with pytest.raises(ConfigError, match="multiple of 3 with rest.bc.balanced"):
-        load_config(
-            QUICKSTART,
-            ["rest.bc.balanced=true", equal, "rollout.explore_first_move=false", "rollout.samples_per_group=4"],
-        )
+    for weights in ("{ANSWER: 1, MULTI: 1, CLARIFY: 1.5}", "{ANSWER: 1, CLARIFY: 2}", "{ANSWER: 9, MULTI: 1, CLARIFY: 3}"):
+        with pytest.raises(ConfigError, match="rest.bc.balanced"):
+            load_config(QUICKSTART, ["rest.bc.balanced=true", f"rest.bc.move_weights={weights}"])
+
+
+def test_weighted_balanced_behaviour_cloning_opens_each_move_as_often_as_its_weight(tmp_path) -> None:
+    """rest.bc.balanced with CLARIFY 2: the stage's groups hold 4 dialogues (whatever
+    rollout.samples_per_group), two opening with CLARIFY, one each with ANSWER and MULTI: a start
+    whose greedy first move is CLARIFY at every price."""
+    import collections
+    from types import SimpleNamespace
+
+    from trainers.config_loading import load_config
+    from trainers.models import make_assistant
+    from trainers.rest import BCPolicy, grow, human_questions
+
+    path = write_clarifyingqa(tmp_path / "cq.csv", 30)
+    weights = "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 2}"
+    cfg = load_config(QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}", "rest.bc.balanced=true", weights])
+    assert cfg.rest.bc.opening_cycle() == ("ANSWER", "MULTI", "CLARIFY", "CLARIFY") and cfg.rollout.samples_per_group != 4
+    policy = BCPolicy(cfg.rest.bc.move_weights, make_assistant(cfg, None), human_questions(cfg))
+    episodes = grow(SimpleNamespace(cfg=cfg), policy, ScriptedUser(), tmp_path / "bc.jsonl", 0, 80)
+    groups = collections.defaultdict(list)
+    for e in episodes:
+        groups[e.group_id].append(e.first_move)
+    assert len(groups) == 20
+    assert all(sorted(m) == ["ANSWER", "CLARIFY", "CLARIFY", "MULTI"] for m in groups.values())
+    assert [e.metadata["forced_first_move"] for e in episodes[:4]] == ["ANSWER", "MULTI", "CLARIFY", "CLARIFY"]
+    assert collections.Counter(e.first_move for e in episodes) == {"CLARIFY": 40, "ANSWER": 20, "MULTI": 20}
+    from trainers.rollout import RolloutEngine
+
+    env = {"source": {"name": "clarifyingqa", "path": str(path)}, "costs": "default:train"}
+    with pytest.raises(ValueError, match="opening_cycle must name moves"):
+        RolloutEngine(env, policy, ScriptedUser(), explore_first_move=True, opening_cycle=["CLARIFY", "ASK"])
 
 
 def test_a_run_trains_on_train_evaluates_on_dev_and_records_both(tmp_path: Path) -> None:

@@ -434,11 +434,12 @@ class BCConfig:
     epochs: int = knob(2, "Passes over the dialogues (the other SFT settings come from the `sft` section).")
     balanced: bool = knob(
         False,
-        "Each (task, prices) group's dialogues open with each move in turn (sample k with "
-        "ANSWER, MULTI, CLARIFY for k mod 3) instead of drawing it: the moves are then exactly "
-        "as frequent at every price, not only in expectation (a finite draw carries a chance "
-        "correlation with the prices that the clone can learn). Needs equal `move_weights` for "
-        "all three moves and `rollout.samples_per_group` a multiple of 3.",
+        "Each (task, prices) group's dialogues open with each move as often as its weight, in "
+        "turn (weights 1:1:1, groups of 3: sample k opens with ANSWER, MULTI, CLARIFY for "
+        "k mod 3; CLARIFY 2, groups of 4), instead of drawing it: the moves are then exactly as "
+        "frequent at every price, not only in expectation (a finite draw carries a chance "
+        "correlation with the prices that the clone can learn). Needs whole-number "
+        "`move_weights` for all three moves (summing to at most 12); a group holds their sum.",
     )
 
     def __post_init__(self) -> None:
@@ -452,11 +453,17 @@ class BCConfig:
             w,
         )
         require(
-            not self.balanced or (set(w) == moves and len(set(w.values())) == 1),
+            not self.balanced
+            or (set(w) == moves and all(float(v).is_integer() for v in w.values()) and sum(w.values()) <= 12),
             "rest.bc.balanced",
-            "cycles through the three moves: rest.bc.move_weights must give ANSWER, MULTI and CLARIFY one equal weight",
+            "opens each group's dialogues with each move as often as its weight: rest.bc.move_weights must give "
+            "ANSWER, MULTI and CLARIFY whole-number weights summing to at most 12",
             w,
         )
+
+    def opening_cycle(self) -> tuple[str, ...]:
+        """With ``balanced``: the first moves of one group's dialogues, each as often as its weight."""
+        return tuple(m for m in ("ANSWER", "MULTI", "CLARIFY") for _ in range(int(self.move_weights.get(m, 0))))
 
 
 @dataclass
@@ -539,9 +546,3 @@ class RunConfig:
         require(bool(self.run_dir.strip()), "run_dir", "must name a directory", self.run_dir)
         unknown = [s for s in self.rest.final_splits if s not in self.eval.splits]
         require(not unknown, "rest.final_splits", f"must name splits of eval.splits {self.eval.splits}", unknown)
-        require(
-            not (self.rest.bc.enabled and self.rest.bc.balanced) or self.rollout.samples_per_group % 3 == 0,
-            "rollout.samples_per_group",
-            "must be a multiple of 3 with rest.bc.balanced (each group opens once with each move)",
-            self.rollout.samples_per_group,
-        )

@@ -119,18 +119,21 @@ def stage_seed(iteration: int, salt: int) -> int:
 
 def grow(run: ReSTRun, assistant: Assistant, user: Any, out: Path, iteration: int, episodes: int) -> list[Episode]:
     """Self-play ``episodes`` episodes at training prices, K per (task, prices) group
-    (iteration 0, the behaviour-cloning dialogues: first moves forced only with ``rest.bc.balanced``)."""
-    cfg = run.cfg
+    (iteration 0, the behaviour-cloning dialogues: first moves forced only with ``rest.bc.balanced``,
+    in groups of ``rest.bc.opening_cycle()``)."""
+    cfg, bc = run.cfg, run.cfg.rest.bc
+    balanced_bc = iteration == 0 and bc.balanced
     engine = RolloutEngine(
         env_kwargs(cfg),
         assistant,
         user,
         num_envs=cfg.rollout.num_envs,
-        samples_per_group=cfg.rollout.samples_per_group,
+        samples_per_group=len(bc.opening_cycle()) if balanced_bc else cfg.rollout.samples_per_group,
         seed=stage_seed(iteration, cfg.seed),
         policy_name=assistant.name,
         iteration=iteration,
-        explore_first_move=cfg.rollout.explore_first_move if iteration > 0 else cfg.rest.bc.balanced,
+        explore_first_move=cfg.rollout.explore_first_move if iteration > 0 else bc.balanced,
+        opening_cycle=bc.opening_cycle() if balanced_bc else None,
     )
     return engine.run(episodes, out, progress=True)
 

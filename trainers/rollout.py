@@ -116,6 +116,10 @@ class RolloutEngine:
             each move once, so best-of-group keeps the move that scored best on that task
             at those prices). Needs an assistant that ``forces_prefixes`` (an LLM); the
             forced tag is recorded in the episode's ``metadata["forced_first_move"]``.
+        opening_cycle: with ``explore_first_move``, the move tags sample ``k`` opens with, in
+            turn (``opening_cycle[k % len]``; default ``ANSWER, MULTI, CLARIFY``): a move named
+            twice opens twice as many episodes of each group of ``len`` (the behaviour-cloning
+            stage's weighted ``rest.bc.balanced``).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class RolloutEngine:
         policy_name: str | None = None,
         iteration: int | None = None,
         explore_first_move: bool = False,
+        opening_cycle: Sequence[str] | None = None,
     ) -> None:
         if num_envs < 1 or samples_per_group < 1:
             raise ValueError(f"need num_envs and samples_per_group >= 1, got {num_envs} and {samples_per_group}")
@@ -139,6 +144,10 @@ class RolloutEngine:
                 f"{self.assistant.name!r} cannot (it is not an LLM assistant)"
             )
         self.explore_first_move = explore_first_move
+        self.opening_cycle = tuple(opening_cycle) if opening_cycle is not None else tuple(m.value for m in MOVES)
+        unknown = sorted(set(self.opening_cycle) - {m.value for m in MOVES})
+        if not self.opening_cycle or unknown:
+            raise ValueError(f"opening_cycle must name moves of {[m.value for m in MOVES]}, got {list(self.opening_cycle)}")
         factory = env if callable(env) else (lambda: ClarifyEnv(**env))
         self.envs = [factory() for _ in range(num_envs)]
         for e in self.envs:
@@ -161,7 +170,7 @@ class RolloutEngine:
 
     def forced_move(self, index: int) -> str:
         """The move tag episode ``index`` opens with under ``explore_first_move``."""
-        return MOVES[(index % self.samples_per_group) % len(MOVES)].value
+        return self.opening_cycle[(index % self.samples_per_group) % len(self.opening_cycle)]
 
     def episode_seed(self, index: int) -> int:
         """The reset seed of episode ``index`` (it draws the hidden interpretation)."""
