@@ -84,7 +84,11 @@ def test_balanced_behaviour_cloning_opens_each_group_once_with_each_move(tmp_pat
     clarified = [e for e in episodes if e.first_move == "CLARIFY"]
     assert all(e.messages[1]["content"] == "CLARIFY: Which year's cup do you mean?" for e in clarified)
     assert all(e.components["accuracy"] == 1.0 for e in clarified)
-    for weights in ("{ANSWER: 1, MULTI: 1, CLARIFY: 1.5}", "{ANSWER: 1, CLARIFY: 2}", "{ANSWER: 9, MULTI: 1, CLARIFY: 3}"):
+    for weights in (
+        "{ANSWER: 1, MULTI: 1, CLARIFY: 1.5}",
+        "{ANSWER: 1, CLARIFY: 2}",
+        "{ANSWER: 9, MULTI: 1, CLARIFY: 3}",
+    ):
         with pytest.raises(ConfigError, match="rest.bc.balanced"):
             load_config(QUICKSTART, ["rest.bc.balanced=true", f"rest.bc.move_weights={weights}"])
 
@@ -102,8 +106,12 @@ def test_weighted_balanced_behaviour_cloning_opens_each_move_as_often_as_its_wei
 
     path = write_clarifyingqa(tmp_path / "cq.csv", 30)
     weights = "rest.bc.move_weights={ANSWER: 1, MULTI: 1, CLARIFY: 2}"
-    cfg = load_config(QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}", "rest.bc.balanced=true", weights])
-    assert cfg.rest.bc.opening_cycle() == ("ANSWER", "MULTI", "CLARIFY", "CLARIFY") and cfg.rollout.samples_per_group != 4
+    cfg = load_config(
+        QUICKSTART, [f"env.source={{name: clarifyingqa, path: {path}}}", "rest.bc.balanced=true", weights]
+    )
+    assert (
+        cfg.rest.bc.opening_cycle() == ("ANSWER", "MULTI", "CLARIFY", "CLARIFY") and cfg.rollout.samples_per_group != 4
+    )
     policy = BCPolicy(cfg.rest.bc.move_weights, make_assistant(cfg, None), human_questions(cfg))
     episodes = grow(SimpleNamespace(cfg=cfg), policy, ScriptedUser(), tmp_path / "bc.jsonl", 0, 80)
     groups = collections.defaultdict(list)

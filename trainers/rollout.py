@@ -147,7 +147,9 @@ class RolloutEngine:
         self.opening_cycle = tuple(opening_cycle) if opening_cycle is not None else tuple(m.value for m in MOVES)
         unknown = sorted(set(self.opening_cycle) - {m.value for m in MOVES})
         if not self.opening_cycle or unknown:
-            raise ValueError(f"opening_cycle must name moves of {[m.value for m in MOVES]}, got {list(self.opening_cycle)}")
+            raise ValueError(
+                f"opening_cycle must name moves of {[m.value for m in MOVES]}, got {list(self.opening_cycle)}"
+            )
         factory = env if callable(env) else (lambda: ClarifyEnv(**env))
         self.envs = [factory() for _ in range(num_envs)]
         for e in self.envs:
