@@ -133,6 +133,26 @@ def test_clarify_audit_of_an_evaluation_folder_inside_a_run_reads_all_its_points
     assert report["execution"]["episodes"] == 16 and report["label"]["oracle_agreement"] == 1.0
 
 
+def test_clarify_audit_outside_a_run_asks_for_the_source_and_reads_it_as_a_config_would(tmp_path, capsys):
+    """`clarify eval --out DIR` outside a run: no config names the tasks, so a file source's
+    episodes get a one-line error asking for --source, which takes the mapping a config's
+    env.source holds (YAML flow or JSON)."""
+    source = {"name": "clarifyingqa", "path": str(clarifyingqa_file()), "mode": "open", "split": "dev"}
+    folder = tmp_path / "eval-scripted" / "episodes"
+    folder.mkdir(parents=True)
+    with EpisodeLog(folder / "default-heldout_q0.25_w0.025.jsonl") as log:
+        log.write(play(OraclePolicy(), env={"source": source, "costs": "default:train"}, n=8))
+    target = str(tmp_path / "eval-scripted")
+    assert main(["audit", target]) == 2
+    err = capsys.readouterr().err
+    assert "pass --source" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    flow = f"{{name: clarifyingqa, path: {source['path']}, mode: open, split: dev}}"
+    for given in (flow, json.dumps(source)):
+        assert main(["audit", target, "--source", given]) == 0
+        report = json.loads((tmp_path / "eval-scripted" / "audit.json").read_text())
+        assert report["execution"]["episodes"] == 8 and report["label"]["oracle_agreement"] == 1.0
+
+
 def test_the_answer_after_clarify_is_split_by_the_number_of_meanings():
     episodes = play(OraclePolicy(), n=96)
     tasks = task_lookup("synthetic")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import yaml
 
 from clarify_env.costs import Costs
 from clarify_env.oracle import best, context_meanings, move_values, optimal_moves, task_meanings
@@ -284,19 +285,27 @@ def _run(args: argparse.Namespace) -> int:
     target = Path(args.target)
     run_dir = next((p for p in (target, *target.parents) if (p / "config.yaml").exists()), None)
     cfg = load_config(run_dir / "config.yaml", check=False) if run_dir is not None else None
-    source = json.loads(args.source) if args.source and args.source.startswith("{") else args.source
+    source = yaml.safe_load(args.source) if args.source and args.source.lstrip().startswith("{") else args.source
     files = _episode_files(target, args.split, args.point)
     # evaluation episodes (an eval folder, a run's */eval): tasks of eval.source
     evaluated = (target / "episodes").is_dir() or any("eval" in path.parts for path in files)
     if not source and cfg is not None:
         source = cfg.eval.source if evaluated and cfg.eval.source is not None else cfg.env.source
-    source = source or "synthetic"
+    guessed, source = not source, source or "synthetic"
     rules = run_rules(cfg) if cfg else Rules()
     episodes = [e for path in files for e in read_episodes(path)]
     if not episodes:
         raise ValueError(f"{target}: no episodes to audit")
     tasks = task_lookup(source)
-    rows = audit_rows(episodes, tasks, rules)
+    try:
+        rows = audit_rows(episodes, tasks, rules)
+    except ValueError as e:
+        if not guessed:
+            raise
+        raise ValueError(
+            f"{target}: no config.yaml above it names the episodes' task source, and they are not synthetic "
+            f"tasks ({e}): pass --source, e.g. --source '{{name: clarifyingqa, path: FILE.csv, split: dev}}'"
+        ) from None
     report = {
         "target": str(target),
         "label": summarize_rows(rows),
@@ -320,6 +329,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="default:heldout", help="the evaluation split (run directories)")
     p.add_argument("--point", default="*", help="one price point of the split, e.g. q0.25_w0.005 (default: all)")
-    p.add_argument("--source", default=None, help="the task source (default: the run's config, else synthetic)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="the task source: a name or a mapping as in a config's env.source, e.g. "
+        "'{name: clarifyingqa, path: FILE.csv, split: dev}' (default: the run's config, else synthetic)",
+    )
     p.add_argument("--out", default=None, help="where audit.json goes (default: beside the target)")
     p.set_defaults(func=_run)
