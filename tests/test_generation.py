@@ -274,3 +274,34 @@ def test_bf16_if_fast_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> N
     assert precision.resolve_bf16_if_fast("bf16_if_fast", "cpu") == "float32"  # emulated bf16: slower than float32
     assert precision.resolve_bf16_if_fast("float32", "cuda") == "float32"
     assert precision.resolve_bf16_if_fast("auto", "cpu") == "auto"
+
+
+def test_merged_copies_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    """``remove_stale_merges`` deletes only merged checkpoints whose owner on this host is gone:
+    a live owner's, another host's, an unowned folder (perhaps being made) and a garbled owner stay."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from agents.vllm_backend import MERGE_OWNER_FILE, MERGED_PREFIX, remove_stale_merges
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    owners = {
+        "killed": f"{host} {gone.pid}",
+        "live": f"{host} {os.getpid()}",
+        "elsewhere": f"another-host {gone.pid}",
+        "garbled": "not an owner",
+        "unowned": None,
+    }
+    for name, owner in owners.items():
+        (tmp_path / (MERGED_PREFIX + name)).mkdir()
+        if owner is not None:
+            (tmp_path / (MERGED_PREFIX + name) / MERGE_OWNER_FILE).write_text(owner)
+    (tmp_path / "not-a-merge").mkdir()
+    assert remove_stale_merges(tmp_path) == [tmp_path / (MERGED_PREFIX + "killed")]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([MERGED_PREFIX + n for n in owners if n != "killed"] + ["not-a-merge"])
+    assert remove_stale_merges(tmp_path) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -136,6 +135,7 @@ def test_merged_adapters_generate_what_the_lora_path_does(
         kv_cache_memory_bytes=64 << 20,
         merge_adapters=True,
         max_loras=1,
+        merge_dir=tmp_path / "merges",
     )
     try:
         assert merged._llm is None  # no base engine until a call asks for the base model
@@ -159,4 +159,4 @@ def test_merged_adapters_generate_what_the_lora_path_does(
         assert_same_completions(retrained, vllm_backend.generate(CONVERSATIONS, GREEDY, adapter="other"))
     finally:
         merged.close()
-    assert not list(Path(tempfile.gettempdir()).glob("clarify-merged-*"))
+    assert not list((tmp_path / "merges").iterdir())  # close deleted every merged copy

