@@ -11,7 +11,7 @@ from agents import AlwaysAnswer, AlwaysClarify, OraclePolicy, RandomMixture, Scr
 from helpers import clarifyingqa_file
 from trainers.audit import audit_episodes, audit_rows, execution_audit
 from trainers.cli import main
-from trainers.episodes import EpisodeLog
+from trainers.episodes import EpisodeLog, read_episodes
 from trainers.eval_metrics import task_lookup
 from trainers.price_response import price_response
 from trainers.rollout import RolloutEngine
@@ -194,3 +194,26 @@ def test_the_price_response_separates_a_steered_policy_from_a_blind_one_and_from
     for r in chance.values():
         assert len(set(r["rates"])) > 1 and r["unchanged"] < 0.5
         assert r["change_ci"][0] < 0 < r["change_ci"][1], r
+
+
+def test_clarify_audit_of_an_evaluation_folder_reads_the_source_and_rules_its_eval_json_records(tmp_path):
+    """An evaluation outside a run records what it scored on (eval.json's ``scored_on``), so
+    `clarify audit DIR` needs no --source and audits under the evaluation's rules, not the
+    defaults: the oracle without questions (``max_questions: 0``) agrees with itself."""
+    from clarify_env.costs import Costs
+    from clarify_env.scoring import Rules
+    from trainers.evaluate import evaluate_policy
+
+    source = {"name": "clarifyingqa", "path": str(clarifyingqa_file()), "mode": "open", "split": "dev"}
+    env = {"source": source, "rules": {"max_questions": 0}}
+    out = tmp_path / "eval-oracle"
+    points = {"default:heldout": [Costs(0.05, 0.025), Costs(0.05, 0.045)]}
+    evaluate_policy(OraclePolicy(Rules(max_questions=0)), points, 16, env, seed=0, out_dir=out, bootstrap_samples=10)
+    assert json.loads((out / "eval.json").read_text())["scored_on"]["rules"]["max_questions"] == 0
+    assert main(["audit", str(out)]) == 0
+    assert json.loads((out / "audit.json").read_text())["label"]["oracle_agreement"] == 1.0
+    # the same episodes audited under the default rules (one question allowed) disagree somewhere
+    default = audit_episodes(
+        [e for f in (out / "episodes").glob("*.jsonl") for e in read_episodes(f)], task_lookup(source)
+    )
+    assert default["oracle_agreement"] < 1.0

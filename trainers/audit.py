@@ -277,6 +277,16 @@ def _episode_files(target: Path, split: str, point: str) -> list[Path]:
     return files
 
 
+def _scored_on(target: Path) -> dict[str, Any]:
+    """The task source and rules an evaluation folder's eval.json records (``clarify eval --out``
+    outside a run), for ``target`` = the folder or one of its episode files; ``{}`` if none."""
+    folder = target.parent.parent if target.suffix == ".jsonl" and target.parent.name == "episodes" else target
+    try:
+        return json.loads((folder / "eval.json").read_text()).get("scored_on") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _run(args: argparse.Namespace) -> int:
     from trainers.config_loading import load_config
     from trainers.eval_metrics import task_lookup
@@ -289,10 +299,12 @@ def _run(args: argparse.Namespace) -> int:
     files = _episode_files(target, args.split, args.point)
     # evaluation episodes (an eval folder, a run's */eval): tasks of eval.source
     evaluated = (target / "episodes").is_dir() or any("eval" in path.parts for path in files)
+    scored_on = _scored_on(target) if cfg is None else {}
     if not source and cfg is not None:
         source = cfg.eval.source if evaluated and cfg.eval.source is not None else cfg.env.source
+    source = source or scored_on.get("source")
     guessed, source = not source, source or "synthetic"
-    rules = run_rules(cfg) if cfg else Rules()
+    rules = run_rules(cfg) if cfg else Rules.of(scored_on.get("rules"))
     episodes = [e for path in files for e in read_episodes(path)]
     if not episodes:
         raise ValueError(f"{target}: no episodes to audit")
@@ -333,7 +345,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--source",
         default=None,
         help="the task source: a name or a mapping as in a config's env.source, e.g. "
-        "'{name: clarifyingqa, path: FILE.csv, split: dev}' (default: the run's config, else synthetic)",
+        "'{name: clarifyingqa, path: FILE.csv, split: dev}' (default: the run's config, else what the evaluation's eval.json records, else synthetic)",
     )
     p.add_argument("--out", default=None, help="where audit.json goes (default: beside the target)")
     p.set_defaults(func=_run)

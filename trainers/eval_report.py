@@ -44,13 +44,16 @@ SUMMARIZED = (
 class EvalReport:
     """The evaluation of one policy: per-point metrics and steerability; ``usage``: what each
     generating role cost (requests, cached, tokens, money; served models report it); ``files`` are
-    the paths ``write`` wrote (json, markdown, csv and the plots by name)."""
+    the paths ``write`` wrote (json, markdown, csv and the plots by name); ``scored_on``: the task
+    source and the rules the episodes were scored under (``{"source": ..., "rules": {...}}``), so
+    an evaluation folder outside a run can be audited on its own."""
 
     policy: str
     points: list[PointMetrics]
     steerability: dict[str, dict[str, float | None]]
     files: dict[str, Path] = field(default_factory=dict)
     usage: dict[str, dict[str, float]] = field(default_factory=dict)
+    scored_on: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_points(cls, policy: str, points: Sequence[PointMetrics]) -> EvalReport:
@@ -61,11 +64,18 @@ class EvalReport:
         """A report written by ``write`` (its eval.json)."""
         data = json.loads(Path(path).read_text())
         points = [PointMetrics(**p) for p in data["points"]]
-        return cls(data["policy"], points, data["steerability"], usage=data.get("usage", {}))
+        return cls(
+            data["policy"],
+            points,
+            data["steerability"],
+            usage=data.get("usage", {}),
+            scored_on=data.get("scored_on", {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = {"policy": self.policy, "points": [asdict(p) for p in self.points], "steerability": self.steerability}
-        return {**out, "usage": self.usage} if self.usage else out
+        out.update({"usage": self.usage} if self.usage else {})
+        return {**out, "scored_on": self.scored_on} if self.scored_on else out
 
     def summary(self) -> dict[str, float]:
         """Scalars to log: per split the mean over its points of each ``SUMMARIZED`` metric

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -101,6 +102,11 @@ def evaluate_policy(
             points += evaluate_episodes(episodes, lookup, split, rules, baselines, bootstrap_samples, seed)
     report = EvalReport.from_points(policy_name or assistant.name, points)
     report.usage = {role: asdict(b.usage.since(before[role])) for role, b in (meters or {}).items()}
+    spec = env.get("source", "synthetic")
+    spec = (
+        json.loads(json.dumps(spec, default=str)) if isinstance(spec, (str, Mapping)) else None
+    )  # a built source: None
+    report.scored_on = {"source": spec, "rules": asdict(rules)}
     report.write(out)
     return report
 
