@@ -133,3 +133,19 @@ def test_generation_settings_and_the_user_change_after_behaviour_cloning_but_its
     (tmp_path / "user" / "done.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"user\.clone_epochs \(1 -> 2\) would change finished stages user"):
         resume_check({**saved, "user": {"clone_epochs": 1}}, {**saved, "user": {"clone_epochs": 2}}, tmp_path)
+
+
+def test_the_users_clone_does_not_depend_on_the_runs_seed(tmp_path) -> None:
+    """The clone trains on the training tasks' turns in ``sft.seed``'s order: a run of another
+    ``seed`` may reuse a finished user stage (copied in), but not a finished behaviour cloning."""
+    from trainers.stages import resume_check
+
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "done.json").write_text("{}")
+    assert set(resume_check({"seed": 1}, {"seed": 2}, tmp_path)) == {"seed"}
+    with pytest.raises(ConfigError, match=r"sft\.seed \(0 -> 2\) would change finished stages user"):
+        resume_check({"sft": {"seed": 0}}, {"sft": {"seed": 2}}, tmp_path)
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "done.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"seed \(1 -> 2\) would change finished stages bc"):
+        resume_check({"seed": 1}, {"seed": 2}, tmp_path)

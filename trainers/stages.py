@@ -101,7 +101,7 @@ def _policy_from_record(record: dict[str, Any], run_dir: Path) -> Policy:
 # what a changed key alters: the longest matching prefix wins; "" nothing that is finished
 # (generation knobs that give the same tokens, logging, the number of iterations still to run)
 AFFECTS = {
-    "seed": "bc eval iter user",
+    "seed": "bc eval iter",  # the user's clone: the training tasks' turns, in sft.seed's order
     "model": "bc eval iter user",
     "env": "bc eval iter user",
     "assistant": "bc eval iter",
