@@ -31,3 +31,25 @@ def test_a_loss_is_below_and_unrelated_draws_are_refused():
     assert pairs == 30 and high < 0 and diff == pytest.approx(-0.4)
     with pytest.raises(ValueError, match="not paired"):
         paired_difference(episodes([1.0] * 5, ["a"] * 5), episodes([1.0] * 5, ["b"] * 5))
+
+
+def test_a_partial_match_is_refused_not_paired_on_the_overlap():
+    """Two evaluations of another seed share some (task, meaning) draws by chance: pairing only
+    those would compare a sample neither mean is about, so it is refused like no match."""
+
+    def draws(reward, tasks):
+        return [SimpleNamespace(task_id=f"t{i}", interpretation=0, reward=reward) for i in tasks]
+
+    mine, theirs = draws(1.0, range(8)), draws(0.0, range(2, 10))
+    with pytest.raises(ValueError, match="6 of 8 and 8 episodes pair up"):
+        paired_difference(mine, theirs)
+    with pytest.raises(ValueError, match="not paired"):
+        paired_difference(mine, mine[:7])  # a shorter evaluation: one episode without its pair
+
+
+def test_compare_names_the_policies_it_could_not_pair():
+    from trainers.paired import unpaired
+
+    reports = [SimpleNamespace(policy=name) for name in ("trained", "forced", "other-seed")]
+    rows = [SimpleNamespace(other="forced")]
+    assert unpaired(reports, rows) == ["other-seed"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -186,11 +187,18 @@ def _run(args: argparse.Namespace) -> int:
     reports = evaluate_all(cfg, args.policies, out, args.tokenizer, progress=not args.quiet)
     paths = write_leaderboard(reports, out, cfg.eval.splits)
     if len(reports) > 1:
-        from trainers.paired import head_to_head, write_head_to_head
+        from trainers.paired import head_to_head, unpaired, write_head_to_head
         from trainers.policies import policy_name
 
         rows = head_to_head(reports, [out / policy_name(s) for s in args.policies], seed=cfg.seed)
-        paths.update(write_head_to_head(rows, out))
+        for other in unpaired(reports, rows):
+            print(
+                f"no paired verdict for {reports[0].policy} against {other}: their episodes are not the same "
+                f"draws (another seed, task file or episode count; this comparison's seed is {cfg.seed})",
+                file=sys.stderr,
+            )
+        if rows:
+            paths.update(write_head_to_head(rows, out))
     print(paths["markdown"].read_text())
     if "points_markdown" in paths:
         print(paths["points_markdown"].read_text())

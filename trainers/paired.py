@@ -64,11 +64,16 @@ def paired_difference(
     mine: Sequence[Episode], theirs: Sequence[Episode], samples: int = 2000, seed: int = 0
 ) -> tuple[int, float, float, float]:
     """(pairs, mean difference, 95% low, 95% high) of ``mine`` − ``theirs`` over the episodes
-    matched by task and meaning; a ``ValueError`` if none match (not the same draws)."""
+    matched by task and meaning; a ``ValueError`` unless every episode of each has its pair (not
+    the same draws: another seed, task file or episode count; a partial match would pair a
+    sample of the episodes that neither mean is about)."""
     a, b = _key_counts(mine), _key_counts(theirs)
     keys = sorted(set(a) & set(b), key=str)
-    if not keys:
-        raise ValueError("no episodes pair up (different tasks or meanings): these evaluations are not paired")
+    if not keys or len(keys) != len(a) or len(keys) != len(b):
+        raise ValueError(
+            f"{len(keys)} of {len(a)} and {len(b)} episodes pair up (different tasks or meanings: another seed, "
+            "task file or episode count): these evaluations are not paired"
+        )
     d = np.array([a[k] - b[k] for k in keys])
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
@@ -100,7 +105,7 @@ def head_to_head(
                 pairs, diff, low, high = paired_difference(
                     my_episodes, read_episodes(point_path(folder, point.split, costs)), samples, seed
                 )
-            except ValueError:  # not the same draws (another seed or task file): no paired verdict
+            except ValueError:  # not the same draws: no paired verdict (``unpaired`` names them)
                 continue
             outside = (
                 "above"
@@ -129,6 +134,12 @@ def head_to_head(
                 )
             )
     return out
+
+
+def unpaired(reports: Sequence[EvalReport], rows: Sequence[PairedPoint]) -> list[str]:
+    """The policies after the first that ``head_to_head`` gave no paired verdict against at any point."""
+    paired = {r.other for r in rows}
+    return [r.policy for r in reports[1:] if r.policy not in paired]
 
 
 def markdown(rows: Sequence[PairedPoint]) -> str:
