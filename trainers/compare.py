@@ -197,8 +197,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"draws (another seed, task file or episode count; this comparison's seed is {cfg.seed})",
                 file=sys.stderr,
             )
-        if rows:
-            paths.update(write_head_to_head(rows, out))
+        paths.update(write_head_to_head(rows, out))
     print(paths["markdown"].read_text())
     if "points_markdown" in paths:
         print(paths["points_markdown"].read_text())

@@ -74,8 +74,11 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"policy": self.policy, "points": [asdict(p) for p in self.points], "steerability": self.steerability}
-        out.update({"usage": self.usage} if self.usage else {})
-        return {**out, "scored_on": self.scored_on} if self.scored_on else out
+        if self.usage:
+            out["usage"] = self.usage
+        if self.scored_on:
+            out["scored_on"] = self.scored_on
+        return out
 
     def summary(self) -> dict[str, float]:
         """Scalars to log: per split the mean over its points of each ``SUMMARIZED`` metric

@@ -77,7 +77,8 @@ def evaluate_policy(
     user = user or ScriptedUser()
     out = Path(out_dir)
     before = {role: replace(b.usage) for role, b in (meters or {}).items()}
-    source = make_source(env.get("source", "synthetic"))  # built once: every env of every point shares it
+    spec = env.get("source", "synthetic")
+    source = make_source(spec)  # built once: every env of every point shares it
     lookup, rules = task_lookup(source), Rules.of(env.get("rules"))
     points = []
     for split, grid in cost_points.items():
@@ -102,11 +103,8 @@ def evaluate_policy(
             points += evaluate_episodes(episodes, lookup, split, rules, baselines, bootstrap_samples, seed)
     report = EvalReport.from_points(policy_name or assistant.name, points)
     report.usage = {role: asdict(b.usage.since(before[role])) for role, b in (meters or {}).items()}
-    spec = env.get("source", "synthetic")
-    spec = (
-        json.loads(json.dumps(spec, default=str)) if isinstance(spec, (str, Mapping)) else None
-    )  # a built source: None
-    report.scored_on = {"source": spec, "rules": asdict(rules)}
+    recorded = json.loads(json.dumps(spec, default=str)) if isinstance(spec, (str, Mapping)) else None
+    report.scored_on = {"source": recorded, "rules": asdict(rules)}  # a built source object: recorded as None
     report.write(out)
     return report
 

@@ -69,7 +69,7 @@ def paired_difference(
     sample of the episodes that neither mean is about)."""
     a, b = _key_counts(mine), _key_counts(theirs)
     keys = sorted(set(a) & set(b), key=str)
-    if not keys or len(keys) != len(a) or len(keys) != len(b):
+    if not keys or a.keys() != b.keys():
         raise ValueError(
             f"{len(keys)} of {len(a)} and {len(b)} episodes pair up (different tasks or meanings: another seed, "
             "task file or episode count): these evaluations are not paired"
