@@ -174,6 +174,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--no-generation", action="store_true")
     args = p.parse_args()
+    if args.steps < 2:
+        p.error("--steps must be at least 2: the first step (warm-up) is not timed")
     cfg = load_config(args.config)
     model = load_policy_model(cfg)
     result = {
