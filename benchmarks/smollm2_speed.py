@@ -117,13 +117,11 @@ def sft(cfg, model: str, steps: int) -> dict:
         batch * steps, None, progress=False
     )
     examples = build_sft_examples(episodes, AutoTokenizer.from_pretrained(model), cfg.sft.max_length)
-    config = dataclasses.replace(cfg.sft, epochs=1, max_steps=steps, logging_steps=steps, checkpoint_steps=0)
-    per_step = [
-        sum(len(examples[i].input_ids) for i in StepPlan.make(len(examples), config, 1).examples(step))
-        for step in range(steps)
-    ]
-    tokens = sum(per_step[1:])  # the steps after the first, which both timings cover
-    config = dataclasses.replace(config, logging_steps=1)
+    # a log record after every step timestamps it
+    config = dataclasses.replace(cfg.sft, epochs=1, max_steps=steps, logging_steps=1, checkpoint_steps=0)
+    plan = StepPlan.make(len(examples), config, 1)
+    # the steps after the first, which both timings cover
+    tokens = sum(len(examples[i].input_ids) for step in range(1, steps) for i in plan.examples(step))
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         train_sft(model, examples, Path(tmp) / "sft", config, on_log=lambda _: stamps.append(time.perf_counter()))
@@ -132,7 +130,6 @@ def sft(cfg, model: str, steps: int) -> dict:
     bf16 = use_bf16(cfg.sft.bf16)
     net = load_trainable_model(model, cfg.sft, bf16, None)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.sft.learning_rate)
-    plan = StepPlan.make(len(examples), config, 1)
     start = 0.0
     for step in range(steps):
         if step == 1:
