@@ -1,6 +1,9 @@
 """How close the grow/evaluation engine and SFT come to what the CPU allows, for SmolLM2-135M-Instruct.
 
     python benchmarks/smollm2_speed.py [--config configs/smollm2_clarifyingqa.yaml] [--prompts 192] [--steps 6]
+        [--out smollm2_speed] [key=value ...]
+
+(``model.name=gemma3-270m --out gemma3_speed`` measures Gemma 3 270M on the same work.)
 
 (a) Generation: the config's assistant prompts of ClarifyingQA tasks (its train split), played
     through ``VLLMBackend.generate`` (what the grow stage and the evaluation call: chat template,
@@ -13,7 +16,7 @@
     AdamW step, no checkpointing or logging): training tokens per second of each over the steps
     after the first (model loading and warm-up excluded) and their ratio.
 
-Prints a table and writes benchmarks/results/smollm2_speed.json.
+Prints a table and writes benchmarks/results/<out>.json (``smollm2_speed`` by default).
 """
 
 from __future__ import annotations
@@ -170,13 +173,17 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=192)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--no-generation", action="store_true")
+    p.add_argument("--out", default="smollm2_speed", help="the result file's name under benchmarks/results/")
+    p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. model.name=gemma3-270m)")
     args = p.parse_args()
     if args.steps < 2:
         p.error("--steps must be at least 2: the first step (warm-up) is not timed")
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     model = load_policy_model(cfg)
     result = {
         "config": args.config,
+        "overrides": args.overrides,
+        "model": cfg.model.name,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
     }
@@ -197,8 +204,9 @@ def main() -> None:
     )
     print("\n".join(rows))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "smollm2_speed.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / 'smollm2_speed.json'}")
+    out = RESULTS / f"{args.out}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

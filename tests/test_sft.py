@@ -143,6 +143,28 @@ def test_a_template_without_system_role_trains_on_the_system_text_in_the_first_u
         ]
 
 
+def test_the_gemma_template_of_the_fetched_base_model_trains_on_model_turns_with_their_end_of_turn(episodes, tiny):
+    """gemma3-270m's GGUF has no chat template; fetch_model gives it Gemma's turn format (system
+    text in the first user turn), and SFT labels each model turn through <end_of_turn>."""
+    from agents.generation import render_chat
+    from agents.model_fetch import GEMMA_CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.add_special_tokens(
+        {"bos_token": "<bos>", "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]}
+    )
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    for episode, example in zip(episodes, build_sft_examples(episodes, tokenizer, max_length=512)):
+        system, user = episode.chat[0]["content"], episode.chat[1]["content"]
+        text = tokenizer.decode(example.input_ids)
+        assert text == render_chat(tokenizer, episode.chat)
+        assert text.startswith(f"<bos><start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n")
+        assert text.count("<bos>") == 1 and "<start_of_turn>assistant" not in text
+        assert labelled_runs(example, tokenizer) == [
+            m["content"] + "<end_of_turn>" for m in episode.chat if m["role"] == "assistant"
+        ]
+
+
 def test_a_template_that_rewrites_past_turns_trains_each_turn_on_its_own_prompt(episodes, tiny):
     from agents.generation import render_chat
 

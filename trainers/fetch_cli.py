@@ -13,8 +13,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fetch-model", help="fetch a known model (e.g. smollm2-135m-instruct) and print its local path")
-    p.add_argument("name", help="e.g. smollm2-135m-instruct")
+    p = sub.add_parser(
+        "fetch-model", help="fetch a known model (smollm2-135m-instruct, gemma3-270m) and print its local path"
+    )
+    p.add_argument("name", help="smollm2-135m-instruct or gemma3-270m (the base model)")
     p.add_argument(
         "--cache-dir",
         default=None,
