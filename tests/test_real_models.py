@@ -82,8 +82,6 @@ def test_a_shrunk_clarifyingqa_run_trains_the_model_end_to_end_with_itself_as_th
     """configs/smollm2_clarifyingqa.yaml at a few episodes a stage: behaviour cloning on human
     clarifications, the user's own adapter cloned, self-play with it, the LoRA improve step, evaluation
     on the dev split. Also with Gemma 3 270M (a base model: behaviour cloning teaches it the turns)."""
-    import json
-
     from trainers.cli import main
     from trainers.episodes import read_episodes
 
