@@ -403,3 +403,31 @@ def test_the_improve_steps_epochs_change_after_behaviour_cloning_but_its_other_s
     assert set(resume_check(saved, {"sft": {"epochs": 6, "learning_rate": 1e-3}}, tmp_path)) == {"sft.epochs"}
     with pytest.raises(ConfigError, match=r"sft\.learning_rate \(0\.001 -> 0\.002\) would change finished stages bc"):
         resume_check(saved, {"sft": {"epochs": 2, "learning_rate": 2e-3}}, tmp_path)
+
+
+def test_every_generation_backend_is_shut_down_before_training_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The improve step trains with no engine alive (a vLLM engine holds GBs that SFT needs: two
+    Gemma 3 engines beside its SFT ran a 24 GB machine out of memory), and the final evaluation
+    starts one again."""
+    import trainers.rest
+    from trainers.models import PolicyBackends
+
+    made: list[PolicyBackends] = []
+    open_at_training: list[bool] = []
+    real_init, real_train = PolicyBackends.__init__, trainers.rest.train_sft
+
+    def init(self, cfg) -> None:
+        real_init(self, cfg)
+        made.append(self)
+
+    def train_sft(*args, **kwargs):
+        open_at_training.append(any(b.backend is not None or b.user_backend is not None for b in made))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(PolicyBackends, "__init__", init)
+    monkeypatch.setattr(trainers.rest, "train_sft", train_sft)
+    assert train(tmp_path / "run") == 0
+    assert made and open_at_training == [False, False]  # behaviour cloning, then the improve step
+    assert json.loads((tmp_path / "run" / "iter-1" / "eval" / "eval.json").read_text())["policy"] == "iter-1"

@@ -305,6 +305,26 @@ def test_packed_batch_gives_the_padded_loss_and_gradients_with_no_pad_tokens(tin
     assert all(v.dtype == torch.bfloat16 and torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
+def test_each_examples_losses_are_the_same_with_the_output_layer_at_label_positions_only(tiny, examples, monkeypatch):
+    """``losses_by_example`` (the packing check's losses) runs the output layer at the label positions
+    only, which a 262k-word vocabulary needs, and gives the full forward's losses, padded and packed."""
+    import trainers.sft.losses as losses
+
+    model = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    batch = list(examples[:8])
+    layouts = [
+        collate(batch, 0, CPU, with_owner=True),
+        collate(batch, 0, CPU, packing=True, capacity=256, with_owner=True),
+    ]
+    with torch.no_grad():
+        labelled = [losses.losses_by_example(model, b, len(batch)) for b in layouts]
+        monkeypatch.setattr(losses, "supports_label_positions", lambda model: False)
+        full = [losses.losses_by_example(model, b, len(batch)) for b in layouts]
+    for a, b in zip(labelled, full):
+        assert [len(x) for x in a] == [sum(1 for y in e.labels[1:] if y != IGNORE) for e in batch]
+        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
+
+
 def test_the_output_layer_at_label_positions_only_gives_the_full_loss_and_gradients(tiny, examples, tmp_path):
     """The label-only output layer (the prompt's logits never made) is exact for full fine-tuning
     and LoRA, is not used for a model that changes its logits after the output layer, and training

@@ -159,6 +159,9 @@ def improve(
         episodes, tokenizer, cfg.sft.max_length, cfg.model.chat_template_kwargs, move_weights, cfg.sft.followup_weight
     )
     sft = replace(cfg.sft, epochs=epochs)
+    # the generation engines (vLLM: one per merged adapter) hold GBs that training needs; the next
+    # stage that generates starts them again (about a minute each on a CPU)
+    run.backends.close()
 
     def on_log(record: dict) -> None:
         run.logger.log({f"{log_prefix}/{k}": v for k, v in record.items()}, step)

@@ -58,22 +58,34 @@ def supports_label_positions(model: Any) -> bool:
     )
 
 
-def label_token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``token_loss_sum`` with the output layer applied at the label positions only: most tokens
-    (system prompt, user turns) carry no label, and their logits (vocabulary-wide) are the
-    costliest tensor of a step. Only for models ``supports_label_positions`` accepts."""
+def _label_position_losses(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-token losses at the label positions only (the output layer runs there alone) and
+    the (rows, width - 1) mask of those positions."""
     decoder, head = _decoder_and_head(model)
     hidden = decoder(**_model_inputs(batch), use_cache=False).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     picked = labels != IGNORE
-    losses = F.cross_entropy(head(hidden[picked]).float(), labels[picked], reduction="none")
+    return F.cross_entropy(head(hidden[picked]).float(), labels[picked], reduction="none"), picked
+
+
+def label_token_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``token_loss_sum`` with the output layer applied at the label positions only: most tokens
+    (system prompt, user turns) carry no label, and their logits (vocabulary-wide) are the
+    costliest tensor of a step. Only for models ``supports_label_positions`` accepts."""
+    losses, picked = _label_position_losses(model, batch)
     return (losses * batch["weights"][:, 1:][picked]).sum() if "weights" in batch else losses.sum()
 
 
 def losses_by_example(model: Any, batch: Mapping[str, torch.Tensor], count: int) -> list[torch.Tensor]:
-    """Each example's label-token losses, in token order (the batch made ``with_owner``)."""
-    losses, owner = token_losses(model, batch), batch["owner"][:, 1:]
-    labelled = batch["labels"][:, 1:] != IGNORE
+    """Each example's label-token losses, in token order (the batch made ``with_owner``). The output
+    layer runs at the label positions only where the model allows it: a full (rows, width, vocabulary)
+    float32 logit tensor is what a large vocabulary cannot afford (Gemma 3's 262,144 words: 8.6 GB
+    for 16 rows of 512)."""
+    owner = batch["owner"][:, 1:]
+    if supports_label_positions(model):
+        losses, picked = _label_position_losses(model, batch)
+        return [losses[owner[picked] == k] for k in range(count)]
+    losses, labelled = token_losses(model, batch), batch["labels"][:, 1:] != IGNORE
     return [losses[(owner == k) & labelled] for k in range(count)]
 
 
