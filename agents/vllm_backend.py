@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from agents.engine_processes import child_pids, forget, record_children, stop_orphaned_engines
 from agents.generation import Completion, Conversation, GenerationBackend, SamplingParams
 from agents.precision import resolve_bf16_if_fast
 
@@ -78,6 +79,8 @@ class VLLMBackend(GenerationBackend):
     otherwise keeps one for its front end, which on 2 cores made self-play 1.6x slower. On a CPU
     prompts are also never split across engine steps (``cpu_scheduling``) unless
     ``enable_chunked_prefill`` is passed.
+    Each engine start records the processes it spawned (``agents.engine_processes``), and a new
+    backend first stops those of a killed run on this host: they do not exit with their parent.
 
     ``merge_adapters=True`` generates under an adapter by merging it into a copy of the base
     weights (peft ``merge_and_unload``, written to a new folder in ``merge_dir``, by default the
@@ -122,6 +125,10 @@ class VLLMBackend(GenerationBackend):
             dtype=dtype,
             seed=seed,
         )
+        stopped = stop_orphaned_engines()
+        if stopped:
+            print(f"[vllm] stopped {len(stopped)} engine processes a killed run left behind (pids {stopped})")
+        self._records: dict[int, Path | None] = {}  # id(engine) -> its processes' record
         self.model_path = str(model)
         self.merge_adapters = merge_adapters
         self.enable_lora = enable_lora or merge_adapters
@@ -158,7 +165,14 @@ class VLLMBackend(GenerationBackend):
     def _start(self, path: str) -> Any:
         from vllm import LLM
 
-        return LLM(model=path, **self._engine_args)
+        before = child_pids()
+        engine = LLM(model=path, **self._engine_args)
+        self._records[id(engine)] = record_children(before)  # stopped by the next backend if we are killed
+        return engine
+
+    def _stop(self, engine: Any) -> None:
+        engine.llm_engine.engine_core.shutdown()
+        forget(self._records.pop(id(engine), None))
 
     def _merged_engine(self, path: str) -> Any:
         """The engine serving the base weights with the adapter at ``path`` merged in (a new one
@@ -185,13 +199,13 @@ class VLLMBackend(GenerationBackend):
 
     def _drop(self, path: str) -> None:
         _, engine, folder = self._merged.pop(path)
-        _shutdown(engine)
+        self._stop(engine)
         shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         """Shut the engines' processes down and free their memory; the backend is unusable afterwards."""
         if self._llm is not None:
-            _shutdown(self._llm)
+            self._stop(self._llm)
             self._llm = None
         while self._merged:
             self._drop(next(iter(self._merged)))
@@ -255,10 +269,6 @@ class VLLMBackend(GenerationBackend):
         ]
         self.usage.count(completions)
         return completions
-
-
-def _shutdown(engine: Any) -> None:
-    engine.llm_engine.engine_core.shutdown()
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> None:

@@ -305,3 +305,52 @@ def test_merged_copies_of_killed_processes_are_removed(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([MERGED_PREFIX + n for n in owners if n != "killed"] + ["not-a-merge"])
     assert remove_stale_merges(tmp_path) == []
+
+
+def test_engine_processes_of_killed_runs_are_stopped_and_no_other_process_is(tmp_path: Path) -> None:
+    """``stop_orphaned_engines`` kills a recorded process only when its owner on this host is gone
+    and its start time is the recorded one (a reused pid is spared); a live owner's, another host's
+    and a garbled record stay; ``record_children`` records what appeared since its ``before``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from agents.engine_processes import child_pids, forget, record_children, stop_orphaned_engines
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    before = child_pids()
+    sleepers = {name: subprocess.Popen(["sleep", "60"]) for name in ("orphan", "live", "reused", "elsewhere")}
+    try:
+        record = record_children(before, tmp_path)
+        assert record is not None and record.read_text().splitlines()[0] == f"{host} {os.getpid()}"
+        assert {int(line.split()[0]) for line in record.read_text().splitlines()[1:]} == {
+            p.pid for p in sleepers.values()
+        }
+        forget(record)
+
+        def started(name: str) -> float:
+            return psutil.Process(sleepers[name].pid).create_time()
+
+        records = {
+            "orphan": f"{host} {gone.pid}\n{sleepers['orphan'].pid} {started('orphan')!r}\n",
+            "live": f"{host} {os.getpid()}\n{sleepers['live'].pid} {started('live')!r}\n",
+            "reused": f"{host} {gone.pid}\n{sleepers['reused'].pid} {started('reused') - 5.0!r}\n",
+            "elsewhere": f"another-host {gone.pid}\n{sleepers['elsewhere'].pid} {started('elsewhere')!r}\n",
+            "garbled": "not a record\n",
+        }
+        for name, text in records.items():
+            (tmp_path / f"{name}.txt").write_text(text)
+        assert stop_orphaned_engines(tmp_path) == [sleepers["orphan"].pid]
+        assert sleepers["orphan"].wait(timeout=10) == -9
+        assert all(sleepers[name].poll() is None for name in ("live", "reused", "elsewhere"))
+        assert sorted(p.stem for p in tmp_path.iterdir()) == ["elsewhere", "garbled", "live"]
+        assert stop_orphaned_engines(tmp_path) == []
+    finally:
+        for p in sleepers.values():
+            p.kill()
+            p.wait()

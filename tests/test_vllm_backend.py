@@ -160,3 +160,53 @@ def test_merged_adapters_generate_what_the_lora_path_does(
     finally:
         merged.close()
     assert not list((tmp_path / "merges").iterdir())  # close deleted every merged copy
+
+
+KILLED_RUN = """
+import sys, time
+from agents.generation import SamplingParams
+from agents.vllm_backend import VLLMBackend
+
+if __name__ == "__main__":
+    backend = VLLMBackend(sys.argv[1], dtype="float32", max_model_len=512, enable_lora=False, enforce_eager=True,
+                          kv_cache_memory_bytes=64 << 20)
+    backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(temperature=0, max_new_tokens=2))
+    print("READY", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_runs_engine_processes_are_stopped_by_the_next_backend(tiny: Path, tmp_path: Path) -> None:
+    """A run killed with SIGKILL leaves its vLLM engine processes alive (they hold the model and its
+    KV cache); the record its engine start wrote lets ``stop_orphaned_engines`` (which every
+    ``VLLMBackend`` calls first) kill exactly those."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from agents.engine_processes import RECORDS_DIR, stop_orphaned_engines
+
+    require_vllm()
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = subprocess.Popen([sys.executable, str(script), str(tiny)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert any(line.strip() == "READY" for line in run.stdout), "the run exited before its engine started"
+        (record,) = (tmp_path / RECORDS_DIR).glob("*.txt")
+        recorded = [int(line.split()[0]) for line in record.read_text().splitlines()[1:]]
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        left = [psutil.Process(pid) for pid in recorded if psutil.pid_exists(pid)]
+        # the engine core does not watch its parent (its workers watch it, and a resource tracker may exit)
+        cores = [p for p in left if "EngineCore" in " ".join(p.cmdline())]
+        assert cores, f"the killed run's engine core exited by itself ({[p.cmdline() for p in left]})"
+        killed = stop_orphaned_engines(tmp_path / RECORDS_DIR)
+        assert {p.pid for p in cores} <= set(killed) <= set(recorded)
+        _, alive = psutil.wait_procs(left, timeout=30)
+        assert not alive and not list((tmp_path / RECORDS_DIR).iterdir())
+    finally:
+        run.kill()
