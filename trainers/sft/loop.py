@@ -12,11 +12,13 @@ with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -245,6 +247,16 @@ class _Training:
         acc.wait_for_everyone()
 
 
+def return_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc's ``malloc_trim``;
+    nothing elsewhere). A training step's activations are freed to the heap, not to the OS: after
+    400 Gemma 3 270M steps the process kept 13.6 GB resident while the evaluation's engines started
+    beside it; 6 steps: 4.95 GB resident after ``gc``, 0.93 GB after the trim."""
+    gc.collect()
+    with suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def train_sft(
     model_path: str | Path,
     examples: Sequence[SFTExample],
@@ -271,8 +283,9 @@ def train_sft(
     start, curve = 0, []
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
-        model = acc.unwrap_model(run.model)
-        start, curve = restore_checkpoint(checkpoint, run.fingerprint, model, run.optimizer, run.scheduler)
+        start, curve = restore_checkpoint(
+            checkpoint, run.fingerprint, acc.unwrap_model(run.model), run.optimizer, run.scheduler
+        )
         acc.print(f"[sft] resumed from {checkpoint} at step {start}/{plan.total_steps}")
     run.model.train()
     window = [0.0, 0.0]  # summed loss and loss weight since the last logged step
@@ -293,4 +306,6 @@ def train_sft(
         "base_model": str(model_path),
     }
     run.save(out, metrics)
+    del run, acc, plan
+    return_freed_memory()
     return SFTResult(out, metrics)
