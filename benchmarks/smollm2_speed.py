@@ -1,7 +1,7 @@
 """How close the grow/evaluation engine and SFT come to what the CPU allows, for SmolLM2-135M-Instruct.
 
     python benchmarks/smollm2_speed.py [--config configs/smollm2_clarifyingqa.yaml] [--prompts 192] [--steps 6]
-        [--out smollm2_speed] [key=value ...]
+        [--fixed-tokens 64] [--no-generation | --no-sft] [--out smollm2_speed] [key=value ...]
 
 (``model.name=gemma3-270m --out gemma3_speed`` measures Gemma 3 270M on the same work.)
 
@@ -10,7 +10,10 @@
     per-request seeds, stop strings, prefix caching) and through a bare ``vllm.LLM.generate`` of the
     same token prompts and sampling parameters in one call: generated tokens per second of each
     and their ratio (the engine's overhead). Alternated twice, each from an empty prefix cache;
-    the faster of each counts.
+    the faster of each counts. These rates depend on what the model chooses to say (a batch waits
+    for its longest reply), so they compare engines, not models: beside them, the same prompts
+    greedy with a fixed reply length (``--fixed-tokens``, the stop token ignored) give prompt
+    tokens/s (prefill: one new token each) and decode tokens/s (the rest), a model's own costs.
 (b) SFT: LoRA training steps (the config's sft section: batch, packing, precision) through
     ``trainers.sft.train_sft`` against a bare loop over the same batches (forward, backward,
     AdamW step, no checkpointing or logging): training tokens per second of each over the steps
@@ -26,6 +29,7 @@ import json
 import platform
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,7 +55,15 @@ def prompts_and_params(cfg, count: int):
     return conversations, sampling
 
 
-def generation(cfg, model: str, count: int) -> dict:
+def timed_run(backend, run):
+    """``run()``'s output and seconds, from an empty prefix cache (no run reuses another's prefills)."""
+    backend.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    out = run()
+    return out, time.perf_counter() - start
+
+
+def generation(cfg, model: str, count: int, fixed_tokens: int) -> dict:
     from vllm import SamplingParams as VLLMSampling
 
     from agents.vllm_backend import VLLMBackend
@@ -72,12 +84,7 @@ def generation(cfg, model: str, count: int) -> dict:
         for s in seeds
     ]
 
-    def timed(run):
-        # each run starts from an empty prefix cache, so neither reuses the other's prefills
-        backend.llm.reset_prefix_cache()
-        start = time.perf_counter()
-        out = run()
-        return out, time.perf_counter() - start
+    timed = partial(timed_run, backend)
 
     # alternated, twice each; the faster of each pair counts (the machine's speed drifts)
     runs = {"engine": [], "bare": []}
@@ -88,6 +95,7 @@ def generation(cfg, model: str, count: int) -> dict:
         )
     ours, engine_s = min(runs["engine"], key=lambda r: r[1])
     bare, bare_s = min(runs["bare"], key=lambda r: r[1])
+    fixed = fixed_length(backend, prompts, fixed_tokens)
     backend.close()
     ours_tokens = sum(len(c[0].token_ids) for c in ours)
     bare_tokens = sum(len(o.outputs[0].token_ids) for o in bare)
@@ -97,6 +105,28 @@ def generation(cfg, model: str, count: int) -> dict:
         "bare_tokens_per_s": bare_tokens / bare_s,
         "ratio": (ours_tokens / engine_s) / (bare_tokens / bare_s),
         "same_tokens": ours_tokens == bare_tokens,
+        "fixed_length": fixed,
+    }
+
+
+def fixed_length(backend, prompts: list[list[int]], new_tokens: int) -> dict:
+    """Prefill and decode rates of greedy replies of exactly ``new_tokens`` (stop token ignored)."""
+    from vllm import SamplingParams as VLLMSampling
+
+    token_prompts = [{"prompt_token_ids": p} for p in prompts]
+
+    def run(length: int) -> float:
+        params = VLLMSampling(temperature=0.0, max_tokens=length, ignore_eos=True)
+        return min(
+            timed_run(backend, lambda: backend.llm.generate(token_prompts, params, use_tqdm=False))[1] for _ in range(2)
+        )
+
+    prefill_s, whole_s = run(1), run(new_tokens)
+    return {
+        "new_tokens": new_tokens,
+        "prompt_tokens": sum(len(p) for p in prompts),
+        "prefill_prompt_tokens_per_s": sum(len(p) for p in prompts) / prefill_s,
+        "decode_tokens_per_s": len(prompts) * (new_tokens - 1) / (whole_s - prefill_s),
     }
 
 
@@ -172,12 +202,16 @@ def main() -> None:
     p.add_argument("--config", default="configs/smollm2_clarifyingqa.yaml")
     p.add_argument("--prompts", type=int, default=192)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--fixed-tokens", type=int, default=64, help="reply length of the fixed-length generation")
     p.add_argument("--no-generation", action="store_true")
+    p.add_argument("--no-sft", action="store_true")
     p.add_argument("--out", default="smollm2_speed", help="the result file's name under benchmarks/results/")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. model.name=gemma3-270m)")
     args = p.parse_args()
     if args.steps < 2:
         p.error("--steps must be at least 2: the first step (warm-up) is not timed")
+    if args.fixed_tokens < 2:
+        p.error("--fixed-tokens must be at least 2: decode is timed beyond the first new token")
     cfg = load_config(args.config, args.overrides)
     model = load_policy_model(cfg)
     result = {
@@ -188,8 +222,9 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
     if not args.no_generation:
-        result["generation"] = generation(cfg, model, args.prompts)
-    result["sft"] = sft(cfg, model, args.steps)
+        result["generation"] = generation(cfg, model, args.prompts, args.fixed_tokens)
+    if not args.no_sft:
+        result["sft"] = sft(cfg, model, args.steps)
     rows = ["| measure | ours | bare | ratio |", "|---|---|---|---|"]
     if "generation" in result:
         g = result["generation"]
@@ -197,11 +232,17 @@ def main() -> None:
             f"| vLLM generation, tokens/s ({g['prompts']} prompts) | {g['engine_tokens_per_s']:.1f} | "
             f"{g['bare_tokens_per_s']:.1f} | {g['ratio']:.2f} |"
         )
-    s = result["sft"]
-    rows.append(
-        f"| SFT (LoRA{', bf16' if s['bf16'] else ''}), training tokens/s | {s['train_sft_tokens_per_s']:.1f} | "
-        f"{s['bare_tokens_per_s']:.1f} | {s['ratio']:.2f} |"
-    )
+        f = g["fixed_length"]
+        rows.append(f"| prefill (greedy, bare), prompt tokens/s | | {f['prefill_prompt_tokens_per_s']:.1f} | |")
+        rows.append(
+            f"| decode ({f['new_tokens']} tokens, greedy, bare), tokens/s | | {f['decode_tokens_per_s']:.1f} | |"
+        )
+    if "sft" in result:
+        s = result["sft"]
+        rows.append(
+            f"| SFT (LoRA{', bf16' if s['bf16'] else ''}), training tokens/s | {s['train_sft_tokens_per_s']:.1f} | "
+            f"{s['bare_tokens_per_s']:.1f} | {s['ratio']:.2f} |"
+        )
     print("\n".join(rows))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.out}.json"
