@@ -26,7 +26,7 @@ VLLM = [
 ]
 
 
-def test_one_rest_iteration_on_vllm_hot_swaps_lora_adapters_on_one_engine(
+def test_one_rest_iteration_on_vllm_hot_swaps_lora_adapters_on_one_engine_and_trains_with_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_vllm()
@@ -49,7 +49,9 @@ def test_one_rest_iteration_on_vllm_hot_swaps_lora_adapters_on_one_engine(
     run = tmp_path / "run"
     assert train(run, *VLLM) == 0
 
-    assert len(engines) == 1  # the start's evaluation, grow and the iteration's evaluation share one engine
+    # the start's evaluation and grow share one engine (two adapters hot-swapped), shut down before the
+    # improve step trains; the iteration's evaluation starts another
+    assert len(engines) == 2 and all(e._llm is None for e in engines)
     policy = json.loads((run / "iter-1" / "done.json").read_text())["policy"]
     assert policy == {"model": "tiny-model", "adapter": "iter-1/policy", "name": "iter-1"}  # relative to the run
     assert (run / "iter-1" / "policy" / "adapter_config.json").exists()
