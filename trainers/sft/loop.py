@@ -249,9 +249,8 @@ class _Training:
 
 def return_freed_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the OS (glibc's ``malloc_trim``;
-    nothing elsewhere). A training step's activations are freed to the heap, not to the OS: after
-    400 Gemma 3 270M steps the process kept 13.6 GB resident while the evaluation's engines started
-    beside it; 6 steps: 4.95 GB resident after ``gc``, 0.93 GB after the trim."""
+    nothing elsewhere). A training step's activations are freed to the heap, not to the OS, and
+    the evaluation's engines start next, beside this process (``benchmarks/sft_memory.py``)."""
     gc.collect()
     with suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
