@@ -71,14 +71,14 @@ def main() -> None:
         out = subprocess.run([*child, *args.overrides], capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     result = {"config": args.config, "overrides": args.overrides, "steps": args.steps, "runs": rows}
-    print("| after train_sft returns | resident GB before | resident GB after |\n|---|---|---|")
+    table = ["| after train_sft returns | resident GB before | resident GB after |", "|---|---|---|"]
     for r in rows:
         label = "gc + malloc_trim (train_sft now)" if r["trim"] else "gc only"
-        print(f"| {label} | {r['resident_gb_before']:.2f} | {r['resident_gb_after']:.2f} |")
-    RESULTS.mkdir(exist_ok=True)
+        table.append(f"| {label} | {r['resident_gb_before']:.2f} | {r['resident_gb_after']:.2f} |")
     path = RESULTS / f"{args.out}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join([*table, f"wrote {path}"]))
 
 
 if __name__ == "__main__":
